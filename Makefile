@@ -1,0 +1,43 @@
+# Every target sets up what it needs: a local virtualenv in .venv with the
+# package (editable) and the dev dependency group.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test check lint typecheck generate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e . --group dev
+	touch $@
+
+install: $(STAMP)
+
+## make demo: send mail with the sync and the async API (asyncio and trio)
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+## make test: the whole test suite, on asyncio, asyncio+uvloop and trio
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make check: lint, format, mypy --strict, generated facade up to date
+check: lint typecheck
+	$(BIN)/python -m anysmtp._codegen --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## make generate: regenerate the sync facade (anysmtp/_sync.py)
+generate: $(STAMP)
+	$(BIN)/python -m anysmtp._codegen
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,880 @@
+"""The async SMTP client: every SMTP verb lives here, once.
+
+:class:`AsyncSMTP` mirrors :class:`smtplib.SMTP` method for method (names,
+positional signatures, return values, exceptions, debug output, audit events) and
+adds aiosmtplib's conveniences.  Composite methods (``sendmail``,
+``send_message``, ``ehlo_or_helo_if_needed``, ``docmd``...) call the primitives
+through ``self``, exactly where smtplib does, so subclass hooks keep working.
+
+The sync facade in ``_sync.py`` is generated from this module: keep every public
+method typed and documented in a voice that fits both APIs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.message
+import enum
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Sequence
+from smtplib import LMTP_PORT, SMTP_PORT
+from types import TracebackType
+from typing import Any, ClassVar, Final
+
+import anyio
+
+from ._errors import (
+    SMTPConnectTimeoutError,
+    SMTPDataError,
+    SMTPHeloError,
+    SMTPNotSupportedError,
+    SMTPReadTimeoutError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from ._esmtp import auth_mechanisms, parse_ehlo_features
+from ._message import prepare_message
+from ._protocol import (
+    DataEncoder,
+    ReplyLimitError,
+    addr_only,
+    fix_eols,
+    format_command,
+    quoteaddr,
+)
+from ._response import SMTPResponse
+from ._transport import Transport, open_tcp_socket, open_unix_socket
+
+__all__ = ["DEFAULT_TIMEOUT", "AsyncLMTP", "AsyncSMTP", "default_local_hostname"]
+
+#: The async API's default timeout for connecting and for each command, seconds.
+DEFAULT_TIMEOUT: Final = 60.0
+
+#: What ``sendmail`` returns: the refused recipients and the server's replies.
+SendErrors = dict[str, tuple[int, bytes]]
+
+
+class _Unset(enum.Enum):
+    """Marks a keyword argument the caller did not give."""
+
+    token = 0
+
+
+UNSET: Final = _Unset.token
+
+
+def default_local_hostname() -> str:
+    """The name to send in HELO/EHLO: the FQDN, else an address literal.
+
+    RFC 5321 says to use the FQDN, and an address literal like ``[192.0.2.1]``
+    when it cannot be found (smtplib's rule).  It may block on DNS: call it from a
+    worker thread in async code.
+    """
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    address = "127.0.0.1"
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except socket.gaierror:
+        pass
+    return f"[{address}]"
+
+
+class AsyncSMTP:
+    """A connection to an SMTP or ESMTP server.
+
+    The constructor takes smtplib's arguments (``host``, ``port``,
+    ``local_hostname``, ``timeout``, ``source_address``) plus the keyword options
+    of aiosmtplib (``hostname``, ``socket_path``, ``sock``).  The async client
+    connects in :meth:`connect` or on entering ``async with``; the sync
+    :class:`anysmtp.SMTP` connects in its constructor when given a host, as
+    smtplib does.
+
+    Attributes, as in smtplib: ``helo_resp`` and ``ehlo_resp`` (the messages of
+    the last HELO and EHLO replies), ``does_esmtp`` (set after a successful EHLO),
+    ``esmtp_features`` (extension names in lower case mapped to their
+    parameters), ``local_hostname``, ``timeout``, ``source_address``,
+    ``command_encoding`` and ``debuglevel``.
+
+    :param host: the server to connect to; ``"host:port"`` is accepted.
+    :param port: the server's port; ``0`` means the default port (25).
+    :param local_hostname: the name sent with HELO/EHLO; by default the local
+        FQDN, or an address literal when there is none.
+    :param timeout: seconds allowed for connecting and for each command;
+        ``None`` waits for ever.
+    :param source_address: ``(host, port)`` to bind the socket to before
+        connecting; ``("", 0)`` lets the system choose.
+    :param hostname: the server to connect to (aiosmtplib's name for ``host``).
+    :param socket_path: connect to this Unix domain socket instead of TCP.
+    :param sock: use this already-connected socket instead of connecting.
+    :raises ValueError: ``host`` and ``hostname`` disagree, or more than one of
+        a host, ``socket_path`` and ``sock`` is given.
+    """
+
+    default_port: ClassVar[int] = SMTP_PORT
+    ehlo_msg: ClassVar[str] = "ehlo"
+
+    debuglevel: int
+    helo_resp: bytes | None
+    ehlo_resp: bytes | None
+    does_esmtp: bool
+    esmtp_features: dict[str, str]
+    timeout: float | None
+    source_address: tuple[str, int] | None
+    command_encoding: str
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        source_address: tuple[str, int] | None = None,
+        *,
+        hostname: str | None = None,
+        socket_path: str | bytes | os.PathLike[str] | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        if hostname is not None and host and hostname != host:
+            raise ValueError("host and hostname are the same option: give one")
+        host = host or hostname or ""
+        if sum(bool(each) for each in (host, socket_path, sock)) > 1:
+            raise ValueError("host, socket_path and sock are mutually exclusive")
+        self._host = host
+        self._port = port
+        self._socket_path = socket_path
+        self._adopt_sock = sock
+        self._local_hostname = local_hostname
+        self.timeout = timeout
+        self.source_address = source_address
+        self.debuglevel = 0
+        self.helo_resp = None
+        self.ehlo_resp = None
+        self.does_esmtp = False
+        self.esmtp_features = {}
+        self.command_encoding = "ascii"
+        self._transport: Transport | None = None
+        self._last_ehlo_response: SMTPResponse | None = None
+        self._accepted_recipients: list[str] = []
+        self._data_refusals: SendErrors = {}
+        self._last_data_response: SMTPResponse | None = None
+        #: The object reported in audit events (the sync facade sets itself).
+        self._audit_object: object = self
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected else "not connected"
+        return f"<{type(self).__name__} {self._host or self._socket_path!r} {state}>"
+
+    async def __aenter__(self) -> AsyncSMTP:
+        if not self.is_connected:
+            await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not self.is_connected:
+            self.close()
+            return
+        try:
+            code, message = await self.docmd("QUIT")
+            if code != 221 and exc is None:
+                raise SMTPResponseException(code, message)
+        except SMTPServerDisconnected:
+            pass
+        except (SMTPResponseException, SMTPTimeoutError):
+            # Leaving because of another error: that one is what matters.
+            if exc is None:
+                raise
+        finally:
+            self.close()
+
+    # Properties ----------------------------------------------------------------
+
+    @property
+    def local_hostname(self) -> str:
+        """The name sent with HELO/EHLO (computed on first use when not given)."""
+        if self._local_hostname is None:
+            self._local_hostname = default_local_hostname()
+        return self._local_hostname
+
+    @local_hostname.setter
+    def local_hostname(self, value: str) -> None:
+        self._local_hostname = value
+
+    @property
+    def sock(self) -> socket.socket | None:
+        """The connected socket, or ``None``.
+
+        It is an :class:`ssl.SSLSocket` once TLS is on.  Assigning a connected
+        socket to an unconnected client makes the client use it.
+        """
+        if self._transport is not None and not self._transport.closed:
+            return self._transport.sock
+        return self._adopt_sock
+
+    @sock.setter
+    def sock(self, value: socket.socket | None) -> None:
+        if value is None:
+            self.close()
+            return
+        if self._transport is not None and value is self._transport.sock:
+            return
+        self.close()
+        self._transport = Transport(value)
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the client has an open connection."""
+        return self._transport is not None and not self._transport.closed
+
+    @property
+    def last_ehlo_response(self) -> SMTPResponse | None:
+        """The last successful EHLO reply, or ``None``."""
+        return self._last_ehlo_response
+
+    @property
+    def supported_auth_methods(self) -> list[str]:
+        """The AUTH mechanisms the server advertised, upper-cased."""
+        return auth_mechanisms(self.esmtp_features)
+
+    # Plumbing ------------------------------------------------------------------
+
+    def set_debuglevel(self, debuglevel: int) -> None:
+        """Set the debug output level.
+
+        ``1`` prints every command and reply on :data:`sys.stderr`, ``2`` also
+        prefixes each line with a timestamp, as smtplib does.
+
+        :param debuglevel: the level; ``0`` turns the output off.
+        """
+        self.debuglevel = debuglevel
+
+    def _print_debug(self, *args: object) -> None:
+        if self.debuglevel > 1:
+            print(datetime.datetime.now().time(), *args, file=sys.stderr)
+        else:
+            print(*args, file=sys.stderr)
+
+    def _check_timeout(self, timeout: float | None) -> None:
+        if timeout is not None and not timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+
+    async def _get_socket(
+        self, host: str, port: int, timeout: float | None
+    ) -> socket.socket:
+        """Open the TCP connection (smtplib's hook for proxies and TLS)."""
+        self._check_timeout(timeout)
+        if self.debuglevel > 0:
+            self._print_debug("connect: to", (host, port), self.source_address)
+        return await open_tcp_socket(host, port, source_address=self.source_address)
+
+    async def connect(
+        self,
+        host: str | None = None,
+        port: int = 0,
+        source_address: tuple[str, int] | None = None,
+        *,
+        hostname: str | None = None,
+        socket_path: str | bytes | os.PathLike[str] | None = None,
+        sock: socket.socket | None = None,
+        timeout: float | _Unset | None = UNSET,
+    ) -> SMTPResponse:
+        """Connect to a server and read its greeting.
+
+        Without arguments it connects to what the constructor was given, or to
+        ``localhost``.  A host ending in ``:NUMBER`` with no ``port`` uses that
+        port.  An open connection is closed first.
+
+        :param host: the server to connect to.
+        :param port: the server's port; ``0`` means the host's ``:port`` suffix or
+            the default port.
+        :param source_address: ``(host, port)`` to bind to before connecting.
+        :param hostname: aiosmtplib's name for ``host``.
+        :param socket_path: connect to this Unix domain socket instead.
+        :param sock: use this already-connected socket instead.
+        :param timeout: replaces the client's ``timeout`` from now on.
+        :returns: the greeting, normally ``(220, b"...")``.
+        :raises OSError: the connection failed (e.g. :exc:`ConnectionRefusedError`).
+        :raises SMTPConnectTimeoutError: connecting or the greeting took too long.
+        :raises SMTPServerDisconnected: the server closed the connection at once.
+        :raises ValueError: conflicting or invalid options (``timeout=0``).
+        """
+        if hostname is not None and host and hostname != host:
+            raise ValueError("host and hostname are the same option: give one")
+        if host is None and hostname is None and socket_path is None and sock is None:
+            host = self._host
+            socket_path = self._socket_path
+            sock = self._adopt_sock
+            port = port or self._port
+        host = host or hostname or ""
+        if sum(bool(each) for each in (host, socket_path, sock)) > 1:
+            raise ValueError("host, socket_path and sock are mutually exclusive")
+        if timeout is not UNSET:
+            self.timeout = timeout
+        if source_address:
+            self.source_address = source_address
+        timeout_value = self.timeout
+        self._check_timeout(timeout_value)
+        self.close()
+        if sock is not None:
+            self._adopt_sock = None
+            new_socket = sock
+        elif socket_path is not None:
+            self._socket_path = socket_path
+            new_socket = await self._open(open_unix_socket(socket_path), timeout_value)
+        else:
+            host = host or "localhost"
+            if not port and host.find(":") == host.rfind(":"):
+                i = host.rfind(":")
+                if i >= 0:
+                    host, port_text = host[:i], host[i + 1 :]
+                    try:
+                        port = int(port_text)
+                    except ValueError:
+                        raise OSError("nonnumeric port") from None
+            if not port:
+                port = self.default_port
+            self._host = host
+            sys.audit("smtplib.connect", self._audit_object, host, port)
+            new_socket = await self._open(
+                self._get_socket(host, port, timeout_value), timeout_value
+            )
+        self._transport = Transport(new_socket)
+        try:
+            code, msg = await self.getreply()
+        except SMTPReadTimeoutError as exc:
+            raise SMTPConnectTimeoutError(
+                f"Timed out waiting for the server's greeting after "
+                f"{timeout_value} seconds"
+            ) from exc
+        if self.debuglevel > 0:
+            self._print_debug("connect:", repr(msg))
+        return SMTPResponse(code, msg)
+
+    async def _open(
+        self, opening: Awaitable[socket.socket], timeout: float | None
+    ) -> socket.socket:
+        try:
+            with anyio.fail_after(timeout):
+                return await opening
+        except TimeoutError:
+            raise SMTPConnectTimeoutError(
+                f"Timed out connecting to the server after {timeout} seconds"
+            ) from None
+
+    async def send(self, s: str | bytes) -> None:
+        """Send ``s`` to the server as it is.
+
+        A ``str`` is encoded with ``command_encoding``.
+
+        :param s: the bytes (or text) to send.
+        :raises SMTPServerDisconnected: not connected, or the connection failed
+            (it is closed then).
+        """
+        if self.debuglevel > 0:
+            self._print_debug("send:", repr(s))
+        transport = self._transport
+        if transport is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        data = s.encode(self.command_encoding) if isinstance(s, str) else s
+        sys.audit("smtplib.send", self._audit_object, data)
+        try:
+            await transport.send_all(data, self.timeout)
+        except SMTPTimeoutError:
+            self.close()
+            raise
+        except OSError:
+            self.close()
+            raise SMTPServerDisconnected("Server not connected") from None
+
+    async def putcmd(self, cmd: str, args: str = "") -> None:
+        """Send one command line.
+
+        :param cmd: the verb.
+        :param args: its arguments; ``""`` sends the verb alone.
+        :raises ValueError: CR, LF or another control character in the line;
+            nothing is sent.
+        """
+        await self.send(format_command(cmd, args))
+
+    async def getreply(self) -> SMTPResponse:
+        """Read one reply from the server.
+
+        :returns: ``(code, message)``; multi-line messages are joined with
+            ``b"\\n"``; the code is ``-1`` when the reply does not start with one.
+        :raises SMTPServerDisconnected: the connection closed (it is closed here
+            too).
+        :raises SMTPResponseException: a reply line or the whole reply was too
+            long (the connection is closed).
+        :raises SMTPReadTimeoutError: no reply within ``timeout``.
+        """
+        transport = self._transport
+        if transport is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        try:
+            raw = await transport.receive_reply(self.timeout)
+        except ReplyLimitError as exc:
+            self.close()
+            raise SMTPResponseException(500, str(exc)) from None
+        except (SMTPServerDisconnected, SMTPTimeoutError):
+            self.close()
+            raise
+        if self.debuglevel > 0:
+            for line in raw.lines:
+                self._print_debug("reply:", repr(line))
+            self._print_debug(
+                "reply: retcode (%s); Msg: %a" % (raw.code, raw.message)  # noqa: UP031
+            )
+        return SMTPResponse(raw.code, raw.message)
+
+    async def docmd(self, cmd: str, args: str = "") -> SMTPResponse:
+        """Send a command and return the server's reply.
+
+        :param cmd: the verb.
+        :param args: its arguments.
+        """
+        await self.putcmd(cmd, args)
+        return await self.getreply()
+
+    def close(self) -> None:
+        """Close the connection, if any, without saying QUIT."""
+        transport = self._transport
+        self._transport = None
+        if transport is not None:
+            transport.close()
+
+    def get_transport_info(self, key: str) -> Any:
+        """Details of the connection by name.
+
+        :param key: one of ``"socket"``, ``"peername"``, ``"sockname"``,
+            ``"sslobject"``, ``"sslcontext"``, ``"cipher"``, ``"peercert"``,
+            ``"compression"``, ``"tls_version"``.
+        :raises SMTPServerDisconnected: not connected.
+        :raises KeyError: an unknown key.
+        """
+        if self._transport is None or self._transport.closed:
+            raise SMTPServerDisconnected("Server not connected")
+        return self._transport.extra_info(key)
+
+    # SMTP commands --------------------------------------------------------------
+
+    async def _hello_name(self, name: str) -> str:
+        if name:
+            return name
+        if self._local_hostname is None:
+            self._local_hostname = await anyio.to_thread.run_sync(
+                default_local_hostname
+            )
+        return self._local_hostname
+
+    async def helo(self, name: str = "") -> SMTPResponse:
+        """Send HELO.
+
+        :param name: the name to announce; by default ``local_hostname``.
+        :returns: the reply; its message is also kept in ``helo_resp``.
+        """
+        await self.putcmd("helo", await self._hello_name(name))
+        code, msg = await self.getreply()
+        self.helo_resp = msg
+        return SMTPResponse(code, msg)
+
+    async def ehlo(self, name: str = "") -> SMTPResponse:
+        """Send EHLO (LHLO for LMTP) and record the server's extensions.
+
+        :param name: the name to announce; by default ``local_hostname``.
+        :returns: the reply; its message is also kept in ``ehlo_resp``, and on
+            success ``does_esmtp`` and ``esmtp_features`` are set.
+        :raises SMTPServerDisconnected: the server closed the connection instead
+            of answering.
+        """
+        self.esmtp_features = {}
+        await self.putcmd(self.ehlo_msg, await self._hello_name(name))
+        code, msg = await self.getreply()
+        # RFC 1869: some badly written servers disconnect on EHLO.
+        if code == -1 and len(msg) == 0:
+            self.close()
+            raise SMTPServerDisconnected("Server not connected")
+        self.ehlo_resp = msg
+        reply = SMTPResponse(code, msg)
+        if code != 250:
+            return reply
+        self.does_esmtp = True
+        self.esmtp_features = parse_ehlo_features(msg)
+        self._last_ehlo_response = reply
+        return reply
+
+    def has_extn(self, opt: str) -> bool:
+        """Whether the server advertised the extension ``opt`` (any case)."""
+        return opt.lower() in self.esmtp_features
+
+    def supports_extension(self, extension: str, /) -> bool:
+        """Whether the server advertised ``extension`` (aiosmtplib's name for
+        :meth:`has_extn`)."""
+        return extension.lower() in self.esmtp_features
+
+    async def help(self, args: str = "") -> bytes:
+        """Send HELP and return the message of the reply.
+
+        :param args: the topic, if any.
+        """
+        await self.putcmd("help", args)
+        return (await self.getreply())[1]
+
+    async def rset(self) -> SMTPResponse:
+        """Send RSET: abort the current mail transaction."""
+        self.command_encoding = "ascii"
+        self._accepted_recipients = []
+        return await self.docmd("rset")
+
+    async def _rset(self) -> None:
+        """RSET that ignores a lost connection (the next command reports it)."""
+        try:
+            await self.rset()
+        except SMTPServerDisconnected:
+            pass
+
+    async def noop(self) -> SMTPResponse:
+        """Send NOOP."""
+        return await self.docmd("noop")
+
+    async def mail(self, sender: str, options: Sequence[str] = ()) -> SMTPResponse:
+        """Send MAIL FROM: start a mail transaction.
+
+        :param sender: the envelope sender (``"Name <a@b>"`` is reduced to
+            ``<a@b>``).
+        :param options: ESMTP parameters (``"SIZE=1000"``, ``"SMTPUTF8"``...),
+            sent only to a server that does ESMTP.
+        :raises SMTPNotSupportedError: ``SMTPUTF8`` is asked for and the server does
+            not support it.
+        """
+        optionlist = ""
+        if options and self.does_esmtp:
+            if any(option.lower() == "smtputf8" for option in options):
+                if self.has_extn("smtputf8"):
+                    self.command_encoding = "utf-8"
+                else:
+                    raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
+            optionlist = " " + " ".join(options)
+        self._accepted_recipients = []
+        await self.putcmd("mail", f"FROM:{quoteaddr(sender)}{optionlist}")
+        return await self.getreply()
+
+    async def rcpt(self, recip: str, options: Sequence[str] = ()) -> SMTPResponse:
+        """Send RCPT TO for one recipient.
+
+        :param recip: the recipient's address.
+        :param options: ESMTP parameters (for example DSN's ``NOTIFY=``).
+        """
+        optionlist = ""
+        if options and self.does_esmtp:
+            optionlist = " " + " ".join(options)
+        await self.putcmd("rcpt", f"TO:{quoteaddr(recip)}{optionlist}")
+        reply = await self.getreply()
+        if reply[0] in (250, 251):
+            self._accepted_recipients.append(recip)
+        return reply
+
+    async def data(self, msg: str | bytes) -> SMTPResponse:
+        """Send DATA and then the message.
+
+        Lines starting with ``.`` are doubled and every line ending becomes CRLF
+        (a ``str`` must be ASCII).
+
+        :param msg: the message.
+        :returns: the reply to the end of the data.
+        :raises SMTPDataError: the server did not answer DATA with 354.
+        :raises UnicodeEncodeError: a ``str`` message is not ASCII.
+        """
+        await self.putcmd("data")
+        code, repl = await self.getreply()
+        if self.debuglevel > 0:
+            self._print_debug("data:", (code, repl))
+        if code != 354:
+            raise SMTPDataError(code, repl)
+        body = msg.encode("ascii") if isinstance(msg, str) else msg
+        await self.send(DataEncoder.encode_all(body))
+        code, repl = reply = await self.getreply()
+        if self.debuglevel > 0:
+            self._print_debug("data:", (code, repl))
+        self._last_data_response = reply
+        return reply
+
+    async def verify(self, address: str) -> SMTPResponse:
+        """Send VRFY: ask whether an address is valid."""
+        await self.putcmd("vrfy", addr_only(address))
+        return await self.getreply()
+
+    async def vrfy(self, address: str) -> SMTPResponse:
+        """Send VRFY (the same as :meth:`verify`)."""
+        return await self.verify(address)
+
+    async def expn(self, address: str) -> SMTPResponse:
+        """Send EXPN: ask to expand a mailing list."""
+        await self.putcmd("expn", addr_only(address))
+        return await self.getreply()
+
+    async def ehlo_or_helo_if_needed(self) -> None:
+        """Send EHLO, or HELO if EHLO fails, unless one was done this session.
+
+        :raises SMTPHeloError: the server refused HELO too.
+        """
+        if (
+            self.helo_resp is None
+            and self.ehlo_resp is None
+            and not (200 <= (await self.ehlo())[0] <= 299)
+        ):
+            code, resp = await self.helo()
+            if not (200 <= code <= 299):
+                raise SMTPHeloError(code, resp)
+
+    async def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: str | bytes,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendErrors:
+        """Send one message: a whole mail transaction.
+
+        EHLO (or HELO) is sent first if needed; with ESMTP the message size and
+        ``mail_options`` go with MAIL.  A ``str`` message must be ASCII; its lone
+        CR and LF become CRLF.
+
+        :param from_addr: the envelope sender.
+        :param to_addrs: the recipients; a ``str`` is one recipient.
+        :param msg: the message.
+        :param mail_options: ESMTP parameters for MAIL.
+        :param rcpt_options: ESMTP parameters for every RCPT.
+        :returns: the refused recipients, each mapped to the server's
+            ``(code, message)``; empty when all were accepted.
+        :raises SMTPHeloError: the server refused HELO.
+        :raises SMTPRecipientsRefused: every recipient was refused; nothing sent.
+        :raises SMTPSenderRefused: the server refused the sender.
+        :raises SMTPDataError: the server refused the message.
+        :raises SMTPNotSupportedError: ``SMTPUTF8`` is in ``mail_options`` and the
+            server does not support it.
+        """
+        await self.ehlo_or_helo_if_needed()
+        esmtp_opts = []
+        if isinstance(msg, str):
+            msg = fix_eols(msg).encode("ascii")
+        if self.does_esmtp:
+            if self.has_extn("size"):
+                esmtp_opts.append(f"size={len(msg)}")
+            esmtp_opts.extend(mail_options)
+        code, resp = await self.mail(from_addr, esmtp_opts)
+        if code != 250:
+            if code == 421:
+                self.close()
+            else:
+                await self._rset()
+            raise SMTPSenderRefused(code, resp, from_addr)
+        senderrs: SendErrors = {}
+        if isinstance(to_addrs, str):
+            to_addrs = [to_addrs]
+        for each in to_addrs:
+            code, resp = await self.rcpt(each, rcpt_options)
+            if code != 250 and code != 251:
+                senderrs[each] = (code, resp)
+            if code == 421:
+                self.close()
+                raise SMTPRecipientsRefused(senderrs)
+        if len(senderrs) == len(to_addrs):
+            # The server refused all our recipients.
+            await self._rset()
+            raise SMTPRecipientsRefused(senderrs)
+        self._data_refusals = {}
+        code, resp = await self.data(msg)
+        if code != 250:
+            if code == 421:
+                self.close()
+            else:
+                await self._rset()
+            raise SMTPDataError(code, resp)
+        senderrs.update(self._data_refusals)
+        return senderrs
+
+    async def send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendErrors:
+        """Send an :class:`email.message.Message` (or ``EmailMessage``).
+
+        The envelope comes from the headers unless given: the sender from
+        ``Sender`` or ``From``, the recipients from ``To``, ``Cc`` and ``Bcc``
+        (their ``Resent-`` forms when the message was resent).  ``Bcc`` headers
+        are never transmitted.  International addresses need a server that
+        supports SMTPUTF8.
+
+        :param msg: the message.
+        :param from_addr: the envelope sender, instead of the headers'.
+        :param to_addrs: the recipients, instead of the headers'.
+        :param mail_options: ESMTP parameters for MAIL.
+        :param rcpt_options: ESMTP parameters for every RCPT.
+        :returns: the refused recipients, as :meth:`sendmail`.
+        :raises ValueError: the message has more than one ``Resent-`` block.
+        :raises SMTPNotSupportedError: an address needs SMTPUTF8 and the server
+            does not support it.
+        """
+        await self.ehlo_or_helo_if_needed()
+        prepared = prepare_message(
+            msg,
+            from_addr,
+            to_addrs,
+            mail_options,
+            smtputf8_supported=self.has_extn("smtputf8"),
+        )
+        return await self.sendmail(
+            prepared.sender,
+            prepared.recipients,
+            prepared.data,
+            prepared.mail_options,
+            rcpt_options,
+        )
+
+    async def quit(self) -> SMTPResponse:
+        """Send QUIT and close the connection.
+
+        After it, a new :meth:`connect` starts a fresh session (EHLO again).
+        """
+        res = await self.docmd("quit")
+        self.ehlo_resp = self.helo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        self.close()
+        return res
+
+
+class AsyncLMTP(AsyncSMTP):
+    """A connection to an LMTP server (RFC 2033), over TCP or a Unix socket.
+
+    It greets with LHLO and, unlike smtplib's LMTP, reads one reply to the end of
+    the data for every accepted recipient: ``sendmail`` reports the recipients
+    whose delivery failed in its result, as refused ones.
+
+    :param host: the server, or the absolute path of a Unix socket (``"/..."``).
+    :param port: the server's port (2003 by default).
+    :param local_hostname: the name sent with LHLO.
+    :param source_address: ``(host, port)`` to bind to before connecting.
+    :param timeout: seconds allowed for connecting and for each command.
+    :param hostname: aiosmtplib's name for ``host``.
+    :param socket_path: connect to this Unix domain socket.
+    :param sock: use this already-connected socket.
+    """
+
+    default_port: ClassVar[int] = LMTP_PORT
+    ehlo_msg: ClassVar[str] = "lhlo"
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = LMTP_PORT,
+        local_hostname: str | None = None,
+        source_address: tuple[str, int] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        hostname: str | None = None,
+        socket_path: str | bytes | os.PathLike[str] | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        if host.startswith("/") and socket_path is None:
+            host, socket_path = "", host
+        super().__init__(
+            host,
+            port,
+            local_hostname,
+            timeout,
+            source_address,
+            hostname=hostname,
+            socket_path=socket_path,
+            sock=sock,
+        )
+        self.lmtp_data_replies: list[tuple[str, SMTPResponse]] = []
+
+    async def connect(
+        self,
+        host: str | None = None,
+        port: int = 0,
+        source_address: tuple[str, int] | None = None,
+        *,
+        hostname: str | None = None,
+        socket_path: str | bytes | os.PathLike[str] | None = None,
+        sock: socket.socket | None = None,
+        timeout: float | _Unset | None = UNSET,
+    ) -> SMTPResponse:
+        """Connect to the LMTP server, over TCP or a Unix socket, and read its
+        greeting.
+
+        :param host: the server, or the absolute path of a Unix socket.
+        :param port: the server's port.
+        :param source_address: ``(host, port)`` to bind to before connecting.
+        :param hostname: aiosmtplib's name for ``host``.
+        :param socket_path: connect to this Unix domain socket.
+        :param sock: use this already-connected socket.
+        :param timeout: replaces the client's ``timeout`` from now on.
+        :returns: the greeting.
+        """
+        if host is not None and host.startswith("/"):
+            if socket_path is not None:
+                raise ValueError("host, socket_path and sock are mutually exclusive")
+            host, socket_path = None, host
+            try:
+                return await super().connect(
+                    socket_path=socket_path, sock=sock, timeout=timeout
+                )
+            except OSError:
+                if self.debuglevel > 0:
+                    self._print_debug("connect fail:", socket_path)
+                raise
+        return await super().connect(
+            host,
+            port,
+            source_address,
+            hostname=hostname,
+            socket_path=socket_path,
+            sock=sock,
+            timeout=timeout,
+        )
+
+    async def data(self, msg: str | bytes) -> SMTPResponse:
+        """Send DATA and the message, then read one reply per accepted recipient.
+
+        The replies are kept in ``lmtp_data_replies`` as ``(recipient, reply)``
+        pairs.
+
+        :param msg: the message.
+        :returns: the first success when any recipient got the message, else the
+            first failure.
+        :raises SMTPDataError: the server did not answer DATA with 354.
+        """
+        recipients = self._accepted_recipients
+        reply = await super().data(msg)
+        replies = [reply]
+        for _ in recipients[1:]:
+            replies.append(await self.getreply())
+        self.lmtp_data_replies = list(zip(recipients, replies, strict=False))
+        refused = {
+            recipient: (each.code, each.message)
+            for recipient, each in self.lmtp_data_replies
+            if each.code != 250
+        }
+        successes = [each for each in replies if each.code == 250]
+        self._data_refusals = refused
+        if successes:
+            return successes[0]
+        return replies[0]

@@ -1,0 +1,54 @@
+"""The exception hierarchy: smtplib's own classes, plus the additions.
+
+Every smtplib exception is re-exported *by identity*, so ``except smtplib.X`` in
+existing code catches what anysmtp raises.  The additions subclass them (and a
+builtin where one fits), never replace them.
+"""
+
+from __future__ import annotations
+
+from smtplib import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPDataError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPNotSupportedError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+)
+
+__all__ = [
+    "SMTPAuthenticationError",
+    "SMTPConnectError",
+    "SMTPConnectTimeoutError",
+    "SMTPDataError",
+    "SMTPException",
+    "SMTPHeloError",
+    "SMTPNotSupportedError",
+    "SMTPReadTimeoutError",
+    "SMTPRecipientsRefused",
+    "SMTPResponseException",
+    "SMTPSenderRefused",
+    "SMTPServerDisconnected",
+    "SMTPTimeoutError",
+]
+
+
+class SMTPTimeoutError(SMTPException, TimeoutError):
+    """An operation did not finish within its timeout.
+
+    It is both an :exc:`smtplib.SMTPException` and a builtin :exc:`TimeoutError`,
+    so either ``except`` clause catches it.  The connection is closed when it is
+    raised: a late reply can never be mistaken for the answer to a later command.
+    """
+
+
+class SMTPConnectTimeoutError(SMTPTimeoutError):
+    """Connecting (TCP, TLS handshake or the server's greeting) timed out."""
+
+
+class SMTPReadTimeoutError(SMTPTimeoutError):
+    """The server did not answer a command (or accept data) within the timeout."""

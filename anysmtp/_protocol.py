@@ -1,0 +1,276 @@
+"""The sans-IO SMTP protocol layer: no sockets, no event loop.
+
+* :class:`ReplyParser` turns received bytes into replies, incrementally, so any
+  number of pipelined replies can sit in its buffer; it enforces the per-line
+  (``_MAXLINE``) and per-reply size limits.
+* :func:`format_command` builds a command line and refuses control characters.
+* :class:`DataEncoder` dot-stuffs a message body and normalises its line endings
+  chunk by chunk, so a body of any size is encoded in bounded memory.
+* :func:`quoteaddr` and :func:`addr_only` are smtplib's address helpers with a
+  fast path for plain ``local@domain`` addresses.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from typing import NamedTuple
+
+__all__ = [
+    "CRLF",
+    "MAX_REPLY_SIZE",
+    "DataEncoder",
+    "RawReply",
+    "ReplyLimitError",
+    "ReplyParser",
+    "_MAXLINE",
+    "addr_only",
+    "bCRLF",
+    "fix_eols",
+    "format_command",
+    "quoteaddr",
+]
+
+CRLF = "\r\n"
+bCRLF = b"\r\n"
+#: smtplib's limit on one reply line, CRLF included ("more than 8 times larger
+#: than RFC 821, 4.5.3").
+_MAXLINE = 8192
+#: The cap on a whole (multi-line) reply.  A real EHLO or HELP reply is a few
+#: KiB; the cap only stops a hostile server from growing a reply without end.
+MAX_REPLY_SIZE = 1024 * 1024
+
+# Any C0 control character or DEL.  CR and LF would end the command early
+# (command injection); the others have no business in a command either.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NEWLINE = re.compile(r"[\r\n]")
+
+
+def format_command(cmd: str, args: str = "") -> str:
+    """Build one command line, CRLF included, as smtplib's ``putcmd`` does.
+
+    :param cmd: the verb, e.g. ``"mail"``.
+    :param args: the arguments; ``""`` sends the verb alone.
+    :returns: ``"cmd args\\r\\n"``.
+    :raises ValueError: the verb or the arguments contain CR, LF or another
+        control character; nothing may be sent then.
+    """
+    line = cmd if args == "" else f"{cmd} {args}"
+    if _CONTROL.search(line) is not None:
+        shown = line.replace("\n", "\\n").replace("\r", "\\r")
+        if _NEWLINE.search(line) is not None:
+            # smtplib's exact message, which callers may match on.
+            raise ValueError(
+                f"command and arguments contain prohibited newline characters: {shown}"
+            )
+        raise ValueError(
+            f"command and arguments contain prohibited control characters: {shown!r}"
+        )
+    return line + CRLF
+
+
+def fix_eols(text: str) -> str:
+    """Turn every line ending (CRLF, lone LF, lone CR) into CRLF (smtplib's
+    ``_fix_eols``, without a regular expression)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+
+
+# A dot-atom local part and a host name: what email.utils.parseaddr returns
+# unchanged, so these need no parsing.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+
+
+def quoteaddr(addrstring: str) -> str:
+    """Quote an address for MAIL FROM / RCPT TO, exactly as smtplib does.
+
+    ``"Name <a@b>"`` becomes ``"<a@b>"``, ``"a@b"`` becomes ``"<a@b>"`` and an
+    address :func:`email.utils.parseaddr` cannot parse is used as it is, wrapped in
+    angle brackets unless it already starts with one.
+    """
+    if _PLAIN_ADDRESS.fullmatch(addrstring) is not None:
+        return f"<{addrstring}>"
+    displayname, addr = email.utils.parseaddr(addrstring)
+    if (displayname, addr) == ("", ""):
+        if addrstring.strip().startswith("<"):
+            return addrstring
+        return f"<{addrstring}>"
+    return f"<{addr}>"
+
+
+def addr_only(addrstring: str) -> str:
+    """The bare address of ``addrstring`` (smtplib's ``_addr_only``)."""
+    if _PLAIN_ADDRESS.fullmatch(addrstring) is not None:
+        return addrstring
+    displayname, addr = email.utils.parseaddr(addrstring)
+    if (displayname, addr) == ("", ""):
+        return addrstring
+    return addr
+
+
+class ReplyLimitError(ValueError):
+    """The server exceeded a reply limit; the connection cannot be trusted."""
+
+
+class RawReply(NamedTuple):
+    """One complete reply as parsed, with the raw lines for debug output."""
+
+    code: int
+    message: bytes
+    lines: list[bytes]
+
+
+class ReplyParser:
+    """Incremental parser of server replies.
+
+    Feed it what the socket returned with :meth:`feed` (and :meth:`feed_eof` at the
+    end of the stream); take complete replies with :meth:`next_reply`.  It follows
+    smtplib's ``getreply`` to the letter: a line whose first three bytes are no
+    number ends the reply with code ``-1``; a line that is not ``NNN-`` ends it; the
+    message is each line from the fifth byte, stripped of blanks and CRLF, joined
+    by ``b"\\n"``.
+
+    :param max_line: the longest line accepted, CRLF included.
+    :param max_reply: the largest reply accepted, all lines together.
+    """
+
+    __slots__ = ("_buffer", "_eof", "_lines", "_max_line", "_max_reply", "_size")
+
+    def __init__(
+        self, max_line: int = _MAXLINE, max_reply: int = MAX_REPLY_SIZE
+    ) -> None:
+        self._max_line = max_line
+        self._max_reply = max_reply
+        self._buffer = bytearray()
+        self._eof = False
+        self._lines: list[bytes] = []
+        self._size = 0
+
+    @property
+    def at_eof(self) -> bool:
+        """Whether the stream ended and every buffered byte was consumed."""
+        return self._eof and not self._buffer
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet part of a returned reply."""
+        return len(self._buffer) + self._size
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes received from the server."""
+        self._buffer += data
+
+    def feed_eof(self) -> None:
+        """Note that the server closed the stream; a partial last line still counts
+        as a line, as it does for smtplib's ``readline``."""
+        self._eof = True
+
+    def clear(self) -> None:
+        """Forget everything buffered (after a reconnect or a TLS upgrade)."""
+        self._buffer.clear()
+        self._eof = False
+        self._lines = []
+        self._size = 0
+
+    def next_line(self) -> bytes | None:
+        """Take the next raw line (CRLF included) or ``None`` if none is complete.
+
+        :raises ReplyLimitError: the line is longer than ``max_line``.
+        """
+        buffer = self._buffer
+        end = buffer.find(b"\n", 0, self._max_line + 1)
+        if end < 0:
+            if len(buffer) > self._max_line:
+                raise ReplyLimitError("Line too long.")
+            if not (self._eof and buffer):
+                return None
+            end = len(buffer) - 1
+        line = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
+        return line
+
+    def next_reply(self) -> RawReply | None:
+        """Take the next complete reply, or ``None`` if more bytes are needed.
+
+        :raises ReplyLimitError: a line or the whole reply exceeds its limit.
+        """
+        lines = self._lines
+        while True:
+            line = self.next_line()
+            if line is None:
+                return None
+            self._size += len(line)
+            if self._size > self._max_reply:
+                raise ReplyLimitError("Reply too long.")
+            lines.append(line)
+            try:
+                code = int(line[:3])
+            except ValueError:
+                code = -1
+                break
+            if line[3:4] != b"-":
+                break
+        self._lines = []
+        self._size = 0
+        message = b"\n".join([each[4:].strip(b" \t\r\n") for each in lines])
+        return RawReply(code, message, lines)
+
+
+class DataEncoder:
+    """Dot-stuffing and CRLF normalisation of a message body, chunk by chunk.
+
+    Every line ending (CRLF, bare LF, bare CR) becomes CRLF, as smtplib's
+    ``_fix_eols`` does, and a line that starts with ``.`` gets a second one.  Doing
+    it for ``bytes`` bodies too means no server can see a premature end of data
+    (SMTP smuggling with ``<LF>.<LF>`` or ``<CR>.<CR>``).  State crosses chunk
+    boundaries, so splitting the body anywhere gives the same output.
+    """
+
+    __slots__ = ("_at_line_start", "_pending_cr", "_sent_any")
+
+    def __init__(self) -> None:
+        self._pending_cr = False
+        self._at_line_start = True
+        self._sent_any = False
+
+    def encode(self, chunk: bytes) -> bytes:
+        """Encode the next chunk of the body; the result may be empty."""
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk.endswith(b"\r"):
+            # Whether this CR ends a line alone or starts a CRLF depends on the
+            # next chunk.
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        if not chunk:
+            return b""
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        chunk = chunk.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
+        if self._at_line_start and chunk.startswith(b"."):
+            chunk = b"." + chunk
+        self._at_line_start = chunk.endswith(b"\n")
+        self._sent_any = True
+        return chunk
+
+    def finish(self) -> bytes:
+        """The end of the body: a pending line end, a final CRLF when the body does
+        not end with one, and the ``.`` line that ends DATA."""
+        tail = b""
+        if self._pending_cr:
+            self._pending_cr = False
+            tail = b"\r\n"
+        elif not self._sent_any or not self._at_line_start:
+            tail = b"\r\n"
+        self._at_line_start = True
+        self._sent_any = False
+        return tail + b".\r\n"
+
+    @classmethod
+    def encode_all(cls, body: bytes) -> bytes:
+        """The whole DATA payload for a body held in memory."""
+        encoder = cls()
+        return encoder.encode(body) + encoder.finish()

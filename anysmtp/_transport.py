@@ -1,0 +1,358 @@
+"""The only module that does I/O: sockets driven by anyio's readiness waits.
+
+anysmtp drives a plain non-blocking :class:`socket.socket` (an
+:class:`ssl.SSLSocket` once TLS is on) with :func:`anyio.wait_readable` and
+:func:`anyio.wait_writable` instead of wrapping it in an anyio stream.  That keeps
+``sock`` a real socket object as smtplib users expect, lets ``close()`` be
+synchronous (it is in smtplib and aiosmtplib), and reads go straight into one
+reused buffer with ``recv_into``.  It works the same under asyncio, uvloop and
+trio.  Every socket and TLS error is mapped here, once.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import ssl
+from typing import Any
+
+import anyio
+
+from ._errors import (
+    SMTPConnectTimeoutError,
+    SMTPReadTimeoutError,
+    SMTPServerDisconnected,
+)
+from ._protocol import RawReply, ReplyParser
+
+__all__ = ["HAPPY_EYEBALLS_DELAY", "Transport", "open_tcp_socket", "open_unix_socket"]
+
+#: RFC 8305's recommended delay before racing the next address.
+HAPPY_EYEBALLS_DELAY = 0.25
+_RECEIVE_SIZE = 65536
+
+SocketAddress = tuple[Any, ...]
+
+
+async def _connect_socket(
+    family: int,
+    address: SocketAddress | str,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """Open one non-blocking stream socket connected to ``address``."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if source_address is not None:
+                sock.bind(source_address)
+        result = sock.connect_ex(address)
+        if result in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+            await anyio.wait_writable(sock)
+            result = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if result:
+            raise OSError(result, os.strerror(result))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _resolve(host: str, port: int) -> list[tuple[int, SocketAddress]]:
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        # A literal needs no resolver round trip (which would run in a thread).
+        if literal.version == 6:
+            return [(socket.AF_INET6, (host, port, 0, 0))]
+        return [(socket.AF_INET, (host, port))]
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # Alternate the families, the first one first (RFC 8305 section 4).
+    by_family: dict[int, list[tuple[int, SocketAddress]]] = {}
+    for family, _type, _proto, _name, address in infos:
+        by_family.setdefault(family, []).append((family, address))
+    ordered: list[tuple[int, SocketAddress]] = []
+    queues = list(by_family.values())
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    return ordered
+
+
+async def open_tcp_socket(
+    host: str,
+    port: int,
+    *,
+    source_address: tuple[str, int] | None = None,
+    happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
+) -> socket.socket:
+    """Connect to ``host:port`` over TCP, racing its addresses (happy eyeballs).
+
+    :param source_address: ``(host, port)`` to bind to before connecting.
+    :raises OSError: as :func:`socket.create_connection` would (the error of the
+        last failed attempt, e.g. :exc:`ConnectionRefusedError`).
+    """
+    targets = await _resolve(host, port)
+    if len(targets) == 1:
+        family, address = targets[0]
+        return await _connect_socket(family, address, source_address)
+    winner: socket.socket | None = None
+    errors: list[OSError] = []
+
+    async def attempt(
+        family: int, address: SocketAddress, done: anyio.Event, scope: anyio.CancelScope
+    ) -> None:
+        nonlocal winner
+        try:
+            sock = await _connect_socket(family, address, source_address)
+        except OSError as exc:
+            errors.append(exc)
+            return
+        finally:
+            done.set()
+        if winner is None:
+            winner = sock
+            scope.cancel()
+        else:
+            sock.close()
+
+    try:
+        async with anyio.create_task_group() as group:
+            for family, address in targets:
+                done = anyio.Event()
+                group.start_soon(attempt, family, address, done, group.cancel_scope)
+                with anyio.move_on_after(happy_eyeballs_delay):
+                    await done.wait()
+    except BaseException:
+        if winner is not None:
+            winner.close()
+        raise
+    if winner is None:
+        raise errors[-1] if errors else OSError(f"no address found for {host!r}")
+    return winner
+
+
+async def open_unix_socket(path: str | bytes | os.PathLike[str]) -> socket.socket:
+    """Connect to a Unix domain socket at ``path``."""
+    return await _connect_socket(socket.AF_UNIX, os.fsdecode(path))
+
+
+class Transport:
+    """A connected socket plus the reply parser that reads from it.
+
+    Every method that fails half-way closes the socket first: after an error, a
+    timeout or a cancellation the session is out of step with the server and must
+    never be used again.
+    """
+
+    __slots__ = ("_buffer", "_closed", "_parser", "_sock", "_waiting")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._parser = ReplyParser()
+        self._buffer = bytearray(_RECEIVE_SIZE)
+        self._closed = False
+        self._waiting = False
+
+    @property
+    def sock(self) -> socket.socket:
+        """The socket (an :class:`ssl.SSLSocket` once TLS is on)."""
+        return self._sock
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called or the socket was closed."""
+        return self._closed or self._sock.fileno() < 0
+
+    def close(self) -> None:
+        """Close the socket now; a task waiting on it is woken with an error."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._waiting and self._sock.fileno() >= 0:
+            anyio.notify_closing(self._sock)
+        self._sock.close()
+
+    async def _wait(self, readable: bool) -> None:
+        self._waiting = True
+        try:
+            if readable:
+                await anyio.wait_readable(self._sock)
+            else:
+                await anyio.wait_writable(self._sock)
+        finally:
+            self._waiting = False
+
+    async def _receive(self) -> None:
+        """Read what the socket has into the parser, waiting if it has nothing."""
+        sock = self._sock
+        while True:
+            try:
+                received = sock.recv_into(self._buffer)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                await self._wait(readable=True)
+                continue
+            except ssl.SSLWantWriteError:
+                await self._wait(readable=False)
+                continue
+            if received:
+                self._parser.feed(memoryview(self._buffer)[:received])
+            else:
+                self._parser.feed_eof()
+            return
+
+    async def receive_reply(self, timeout: float | None) -> RawReply:
+        """Return the next complete reply.
+
+        :param timeout: seconds to wait for it; ``None`` waits for ever.
+        :raises SMTPServerDisconnected: the connection was closed or reset.
+        :raises SMTPReadTimeoutError: no complete reply within ``timeout``.
+        :raises ReplyLimitError: the reply exceeded a limit.
+        """
+        parser = self._parser
+        reply = parser.next_reply()
+        if reply is not None:
+            return reply
+        if self._closed:
+            raise SMTPServerDisconnected("Connection unexpectedly closed")
+        try:
+            with anyio.fail_after(timeout):
+                while reply is None:
+                    if parser.at_eof:
+                        raise SMTPServerDisconnected("Connection unexpectedly closed")
+                    await self._receive()
+                    reply = parser.next_reply()
+        except TimeoutError:
+            self.close()
+            raise SMTPReadTimeoutError(
+                f"Timed out waiting for the server's reply after {timeout} seconds"
+            ) from None
+        except OSError as exc:
+            self.close()
+            if isinstance(exc, SMTPServerDisconnected):
+                raise
+            raise SMTPServerDisconnected(
+                "Connection unexpectedly closed: " + str(exc)
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+        return reply
+
+    async def send_all(self, data: bytes, timeout: float | None) -> None:
+        """Send all of ``data``.
+
+        :raises OSError: the socket failed (the caller maps it, as smtplib does).
+        :raises SMTPReadTimeoutError: the server did not accept it within
+            ``timeout``.
+        """
+        sock = self._sock
+        view = memoryview(data)
+        try:
+            # The common case, a command or a chunk that fits the socket buffer,
+            # needs no wait and so no cancel scope.
+            sent = sock.send(view)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        except BaseException:
+            self.close()
+            raise
+        if sent == len(view):
+            return
+        view = view[sent:]
+        try:
+            with anyio.fail_after(timeout):
+                while view:
+                    try:
+                        sent = sock.send(view)
+                    except (BlockingIOError, ssl.SSLWantWriteError):
+                        await self._wait(readable=False)
+                        continue
+                    except ssl.SSLWantReadError:
+                        await self._wait(readable=True)
+                        continue
+                    view = view[sent:]
+        except TimeoutError:
+            self.close()
+            raise SMTPReadTimeoutError(
+                f"Timed out sending to the server after {timeout} seconds"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
+        timeout: float | None,
+    ) -> None:
+        """Wrap the socket in TLS and do the handshake.
+
+        Bytes the server sent after its last reply and before the handshake are
+        dropped, never read as replies (STARTTLS response injection).
+
+        :raises ssl.SSLError: the handshake failed.
+        :raises SMTPConnectTimeoutError: the handshake did not finish in time.
+        """
+        self._parser.clear()
+        try:
+            tls_sock = context.wrap_socket(
+                self._sock,
+                server_hostname=server_hostname,
+                do_handshake_on_connect=False,
+            )
+        except BaseException:
+            self.close()
+            raise
+        self._sock = tls_sock
+        try:
+            with anyio.fail_after(timeout):
+                while True:
+                    try:
+                        tls_sock.do_handshake()
+                    except ssl.SSLWantReadError:
+                        await self._wait(readable=True)
+                    except ssl.SSLWantWriteError:
+                        await self._wait(readable=False)
+                    else:
+                        return
+        except TimeoutError:
+            self.close()
+            raise SMTPConnectTimeoutError(
+                f"Timed out during the TLS handshake after {timeout} seconds"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def extra_info(self, key: str) -> Any:
+        """Connection details by name, as :meth:`AsyncSMTP.get_transport_info`."""
+        sock = self._sock
+        if key == "socket":
+            return sock
+        if key == "peername":
+            return sock.getpeername()
+        if key == "sockname":
+            return sock.getsockname()
+        tls = sock if isinstance(sock, ssl.SSLSocket) else None
+        if key == "sslobject":
+            return tls
+        if key == "sslcontext":
+            return tls.context if tls is not None else None
+        if key == "cipher":
+            return tls.cipher() if tls is not None else None
+        if key == "peercert":
+            return tls.getpeercert() if tls is not None else None
+        if key == "compression":
+            return tls.compression() if tls is not None else None
+        if key == "tls_version":
+            return tls.version() if tls is not None else None
+        raise KeyError(key)
