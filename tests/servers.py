@@ -112,7 +112,10 @@ class AiosmtpdServer:
 
     def __init__(self, handler: Any = None, **server_options: Any) -> None:
         self.handler = handler if handler is not None else RecordingHandler()
-        self.server_options: dict[str, Any] = {"hostname": "testserver", **server_options}
+        self.server_options: dict[str, Any] = {
+            "hostname": "testserver",
+            **server_options,
+        }
         self._sock = _listening_socket()
         self.port: int = self._sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
