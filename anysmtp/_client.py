@@ -350,6 +350,10 @@ class AsyncSMTP:
                 self._get_socket(host, port, timeout_value), timeout_value
             )
         self._transport = Transport(new_socket)
+        # A new connection is a new session: what the last server said in EHLO
+        # no longer holds (smtplib only forgets it in quit(), which breaks
+        # sendmail() after a reconnect that followed an error).
+        self._reset_session()
         try:
             code, msg = await self.getreply()
         except SMTPReadTimeoutError as exc:
@@ -753,11 +757,17 @@ class AsyncSMTP:
         After it, a new :meth:`connect` starts a fresh session (EHLO again).
         """
         res = await self.docmd("quit")
+        # A new EHLO is required after reconnecting with connect().
+        self._reset_session()
+        self.close()
+        return res
+
+    def _reset_session(self) -> None:
         self.ehlo_resp = self.helo_resp = None
         self.esmtp_features = {}
         self.does_esmtp = False
-        self.close()
-        return res
+        self.command_encoding = "ascii"
+        self._last_ehlo_response = None
 
 
 class AsyncLMTP(AsyncSMTP):

@@ -1,0 +1,245 @@
+"""The sync facade: smtplib's behaviour through the portal."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import anyio
+import pytest
+import trio
+from anyio.from_thread import start_blocking_portal
+
+import anysmtp
+from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
+
+
+def run_python(source: str, *args: str, timeout: float = 30) -> str:
+    """Run ``source`` in a child Python; return its stdout, fail on error."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_constructor_connects_and_sendmail_delivers(smtpd: AiosmtpdServer) -> None:
+    server = anysmtp.SMTP(smtpd.host, smtpd.port)
+    try:
+        assert isinstance(server.sock, socket.socket)
+        assert server.sock.getpeername()[1] == smtpd.port
+        refused = server.sendmail(
+            "a@example.com", ["b@example.com"], "Subject: x\n\nhi\n"
+        )
+        assert refused == {}
+        assert server.does_esmtp
+        assert "size" in server.esmtp_features
+        assert server.has_extn("SIZE")
+    finally:
+        assert server.quit()[0] == 221
+    assert server.sock is None
+    assert smtpd.messages[0].data == b"Subject: x\r\n\r\nhi\r\n"
+
+
+def test_host_port_string(smtpd: AiosmtpdServer) -> None:
+    with anysmtp.SMTP(f"{smtpd.host}:{smtpd.port}") as server:
+        assert server.noop() == (250, b"OK")
+
+
+def test_context_manager_sends_quit() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        conn.expect(b"noop")
+        conn.send(b"250 fine\r\n")
+        conn.expect(b"QUIT")
+        conn.send(b"221 bye\r\n")
+
+    with ScriptedServer(script) as scripted:
+        with anysmtp.SMTP(scripted.host, scripted.port) as server:
+            server.ehlo()
+            server.noop()
+        assert server.sock is None
+    assert scripted.transcript.endswith(b"noop\r\nQUIT\r\n")
+
+
+def test_context_manager_raises_on_refused_quit() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.expect(b"QUIT")
+        conn.send(b"500 no\r\n")
+
+    with ScriptedServer(script) as scripted:
+        with (
+            pytest.raises(anysmtp.SMTPResponseException) as caught,
+            anysmtp.SMTP(scripted.host, scripted.port),
+        ):
+            pass
+    assert (caught.value.smtp_code, caught.value.smtp_error) == (500, b"no")
+
+
+def test_greeting_other_than_220_raises_connect_error() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"554 go away\r\n")
+        conn.read_line()
+
+    with ScriptedServer(script) as scripted:
+        with pytest.raises(anysmtp.SMTPConnectError) as caught:
+            anysmtp.SMTP(scripted.host, scripted.port)
+    assert caught.value.args == (554, b"go away")
+
+
+def test_connection_refused() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(ConnectionRefusedError):
+        anysmtp.SMTP("127.0.0.1", port)
+
+
+def test_commands_before_connect_raise_disconnected() -> None:
+    server = anysmtp.SMTP()
+    with pytest.raises(anysmtp.SMTPServerDisconnected, match="please run connect"):
+        server.noop()
+
+
+def test_lmtp_is_an_smtp(smtpd: AiosmtpdServer) -> None:
+    client = anysmtp.LMTP()
+    assert isinstance(client, anysmtp.SMTP)
+    assert client.ehlo_msg == "lhlo"
+    assert client.default_port == anysmtp.LMTP_PORT
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def own_portal(
+    request: pytest.FixtureRequest,
+) -> Iterator[anyio.from_thread.BlockingPortal]:
+    with start_blocking_portal(request.param) as portal:
+        yield portal
+
+
+def test_brings_its_own_portal(
+    smtpd: AiosmtpdServer, own_portal: anyio.from_thread.BlockingPortal
+) -> None:
+    with anysmtp.SMTP(smtpd.host, smtpd.port, portal=own_portal) as server:
+        server.sendmail("a@example.com", "b@example.com", b"hello")
+    assert smtpd.messages[0].rcpt_tos == ["b@example.com"]
+
+
+def test_called_from_inside_a_running_asyncio_loop(smtpd: AiosmtpdServer) -> None:
+    async def notebook_cell() -> tuple[int, bytes]:
+        with anysmtp.SMTP(smtpd.host, smtpd.port) as server:
+            return server.noop()
+
+    assert asyncio.run(notebook_cell()) == (250, b"OK")
+
+
+def test_called_from_inside_a_running_trio_loop(smtpd: AiosmtpdServer) -> None:
+    async def trio_program() -> tuple[int, bytes]:
+        with anysmtp.SMTP(smtpd.host, smtpd.port) as server:
+            return server.noop()
+
+    assert trio.run(trio_program) == (250, b"OK")
+
+
+@pytest.mark.subprocess
+def test_import_starts_no_thread() -> None:
+    output = run_python(
+        """
+        import threading
+        import anysmtp
+        print(threading.active_count())
+        """
+    )
+    assert output.strip() == "1"
+
+
+@pytest.mark.subprocess
+def test_script_that_never_quits_exits(smtpd: AiosmtpdServer) -> None:
+    output = run_python(
+        """
+        import sys
+        import anysmtp as smtplib
+        server = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+        server.sendmail("a@example.com", ["b@example.com"], "Subject: x\\n\\nbye")
+        print("sent")
+        """,
+        smtpd.host,
+        str(smtpd.port),
+        timeout=20,
+    )
+    assert output == "sent\n"
+    assert len(smtpd.messages) == 1
+
+
+@pytest.mark.subprocess
+def test_fork_child_fails_fast_and_can_reconnect(smtpd: AiosmtpdServer) -> None:
+    output = run_python(
+        """
+        import os, sys
+        import anysmtp
+        host, port = sys.argv[1], int(sys.argv[2])
+        server = anysmtp.SMTP(host, port)
+        server.ehlo()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                server.noop()
+            except anysmtp.SMTPServerDisconnected:
+                code = 0
+            else:
+                code = 3
+            server.connect(host, port)
+            server.sendmail("child@example.com", ["x@example.com"], b"from child")
+            server.quit()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        print(server.noop()[0])
+        server.sendmail("parent@example.com", ["x@example.com"], b"from parent")
+        server.quit()
+        """,
+        smtpd.host,
+        str(smtpd.port),
+    )
+    assert output.split() == ["0", "250"]
+    assert sorted(m.mail_from for m in smtpd.messages) == [
+        "child@example.com",
+        "parent@example.com",
+    ]
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_cancels_the_call_and_closes_the_connection() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.expect(b"noop")
+        # Never answer: the client is stuck until it is interrupted.
+        conn.read_line()
+
+    with ScriptedServer(script) as scripted:
+        output = run_python(
+            """
+            import os, signal, sys, threading
+            import anysmtp
+            server = anysmtp.SMTP(sys.argv[1], int(sys.argv[2]))
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            try:
+                server.noop()
+            except KeyboardInterrupt:
+                print("interrupted")
+            print(server.sock is None)
+            """,
+            scripted.host,
+            str(scripted.port),
+            timeout=20,
+        )
+    assert output.split() == ["interrupted", "True"]
