@@ -12,7 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from smtplib import LMTP_PORT
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
 
 from anyio.from_thread import BlockingPortal
 
@@ -82,7 +82,7 @@ class SyncClient:
             type(self._async).__name__, type(self).__name__
         )
 
-    def __enter__(self) -> SyncClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

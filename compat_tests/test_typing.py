@@ -27,7 +27,7 @@ SNIPPET = textwrap.dedent(
 
 def test_reveal_types_are_precise() -> None:
     # An empty config file: the project's own lists files to check.
-    stdout, stderr, status = api.run(
+    stdout, stderr, _status = api.run(
         ["--config-file", os.devnull, "--strict", "-c", SNIPPET]
     )
     revealed = [

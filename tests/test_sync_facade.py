@@ -34,8 +34,9 @@ def run_python(source: str, *args: str, timeout: float = 30) -> str:
 def test_constructor_connects_and_sendmail_delivers(smtpd: AiosmtpdServer) -> None:
     server = anysmtp.SMTP(smtpd.host, smtpd.port)
     try:
-        assert isinstance(server.sock, socket.socket)
-        assert server.sock.getpeername()[1] == smtpd.port
+        sock = server.sock
+        assert isinstance(sock, socket.socket)
+        assert sock.getpeername()[1] == smtpd.port
         refused = server.sendmail(
             "a@example.com", ["b@example.com"], "Subject: x\n\nhi\n"
         )
@@ -76,12 +77,12 @@ def test_context_manager_raises_on_refused_quit() -> None:
         conn.expect(b"QUIT")
         conn.send(b"500 no\r\n")
 
-    with ScriptedServer(script) as scripted:
-        with (
-            pytest.raises(anysmtp.SMTPResponseException) as caught,
-            anysmtp.SMTP(scripted.host, scripted.port),
-        ):
-            pass
+    with (
+        ScriptedServer(script) as scripted,
+        pytest.raises(anysmtp.SMTPResponseException) as caught,
+        anysmtp.SMTP(scripted.host, scripted.port),
+    ):
+        pass
     assert (caught.value.smtp_code, caught.value.smtp_error) == (500, b"no")
 
 
@@ -90,9 +91,11 @@ def test_greeting_other_than_220_raises_connect_error() -> None:
         conn.send(b"554 go away\r\n")
         conn.read_line()
 
-    with ScriptedServer(script) as scripted:
-        with pytest.raises(anysmtp.SMTPConnectError) as caught:
-            anysmtp.SMTP(scripted.host, scripted.port)
+    with (
+        ScriptedServer(script) as scripted,
+        pytest.raises(anysmtp.SMTPConnectError) as caught,
+    ):
+        anysmtp.SMTP(scripted.host, scripted.port)
     assert caught.value.args == (554, b"go away")
 
 
