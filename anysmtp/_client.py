@@ -12,13 +12,15 @@ method typed and documented in a voice that fits both APIs.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
 import email.message
 import enum
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
 from typing import Any, ClassVar, Final
@@ -66,6 +68,12 @@ class _Unset(enum.Enum):
 
 
 UNSET: Final = _Unset.token
+
+#: The clients whose transaction lock the current context holds: a transaction
+#: that calls another one (send_message -> sendmail) must not wait for itself.
+_HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "anysmtp_held_transactions", default=frozenset()
+)
 
 
 def default_local_hostname() -> str:
@@ -164,6 +172,7 @@ class AsyncSMTP:
         self._accepted_recipients: list[str] = []
         self._data_refusals: SendErrors = {}
         self._last_data_response: SMTPResponse | None = None
+        self._transaction_lock: anyio.Lock | None = None
         #: The object reported in audit events (the sync facade sets itself).
         self._audit_object: object = self
 
@@ -264,6 +273,23 @@ class AsyncSMTP:
             print(datetime.datetime.now().time(), *args, file=sys.stderr)
         else:
             print(*args, file=sys.stderr)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """One mail transaction at a time per connection: tasks that share a
+        client (``gather(send_message(a), send_message(b))``) take turns."""
+        held = _HELD_TRANSACTIONS.get()
+        if id(self) in held:
+            yield
+            return
+        if self._transaction_lock is None:
+            self._transaction_lock = anyio.Lock()
+        async with self._transaction_lock:
+            token = _HELD_TRANSACTIONS.set(held | {id(self)})
+            try:
+                yield
+            finally:
+                _HELD_TRANSACTIONS.reset(token)
 
     def _check_timeout(self, timeout: float | None) -> None:
         if timeout is not None and not timeout:
@@ -669,6 +695,19 @@ class AsyncSMTP:
         :raises SMTPNotSupportedError: ``SMTPUTF8`` is in ``mail_options`` and the
             server does not support it.
         """
+        async with self._transaction():
+            return await self._sendmail(
+                from_addr, to_addrs, msg, mail_options, rcpt_options
+            )
+
+    async def _sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: str | bytes,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+    ) -> SendErrors:
         await self.ehlo_or_helo_if_needed()
         esmtp_opts = []
         if isinstance(msg, str):
@@ -735,21 +774,22 @@ class AsyncSMTP:
         :raises SMTPNotSupportedError: an address needs SMTPUTF8 and the server
             does not support it.
         """
-        await self.ehlo_or_helo_if_needed()
-        prepared = prepare_message(
-            msg,
-            from_addr,
-            to_addrs,
-            mail_options,
-            smtputf8_supported=self.has_extn("smtputf8"),
-        )
-        return await self.sendmail(
-            prepared.sender,
-            prepared.recipients,
-            prepared.data,
-            prepared.mail_options,
-            rcpt_options,
-        )
+        async with self._transaction():
+            await self.ehlo_or_helo_if_needed()
+            prepared = prepare_message(
+                msg,
+                from_addr,
+                to_addrs,
+                mail_options,
+                smtputf8_supported=self.has_extn("smtputf8"),
+            )
+            return await self.sendmail(
+                prepared.sender,
+                prepared.recipients,
+                prepared.data,
+                prepared.mail_options,
+                rcpt_options,
+            )
 
     async def quit(self) -> SMTPResponse:
         """Send QUIT and close the connection.

@@ -187,6 +187,14 @@ class Transport:
                 await anyio.wait_readable(self._sock)
             else:
                 await anyio.wait_writable(self._sock)
+        except (anyio.ClosedResourceError, anyio.BusyResourceError) as exc:
+            # close() from another task, or two tasks using one connection at
+            # once: anyio's exceptions never reach the caller.
+            raise SMTPServerDisconnected(
+                "Connection closed while waiting for the server"
+                if isinstance(exc, anyio.ClosedResourceError)
+                else "Another task is already using this connection"
+            ) from None
         finally:
             self._waiting = False
 
