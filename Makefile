@@ -35,9 +35,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## make generate: regenerate the sync facade (anysmtp/_sync.py)
+## make generate: regenerate the sync facade (anysmtp/_sync.py); run as a script
+## so that it works even when a stale facade breaks `import anysmtp`
 generate: $(STAMP)
-	$(BIN)/python -m anysmtp._codegen
+	$(BIN)/python anysmtp/_codegen.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache

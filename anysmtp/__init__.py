@@ -12,7 +12,7 @@ from collections.abc import Callable as _Callable
 from smtplib import LMTP_PORT, OLDSTYLE_AUTH, SMTP_PORT, SMTP_SSL_PORT, quotedata
 
 from ._api import send
-from ._client import DEFAULT_TIMEOUT, AsyncLMTP, AsyncSMTP
+from ._client import DEFAULT_TIMEOUT, AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL, TokenProvider
 from ._errors import (
     SMTPAuthenticationError,
     SMTPConnectError,
@@ -27,11 +27,12 @@ from ._errors import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
+    SMTPTLSError,
 )
 from ._protocol import _MAXLINE as _MAXLINE
 from ._protocol import CRLF, bCRLF, quoteaddr
 from ._response import SMTPResponse, SMTPStatus
-from ._sync import LMTP, SMTP
+from ._sync import LMTP, SMTP, SMTP_SSL
 
 __version__ = "0.1.0.dev0"
 
@@ -63,11 +64,15 @@ __all__ = [
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
     "SMTPStatus",
+    "SMTPTLSError",
     "SMTPTimeoutError",
     "SMTP_PORT",
+    "SMTP_SSL",
     "SMTP_SSL_PORT",
     "AsyncLMTP",
     "AsyncSMTP",
+    "AsyncSMTP_SSL",
+    "TokenProvider",
     "bCRLF",
     "quoteaddr",
     "quotedata",

@@ -12,6 +12,7 @@ method typed and documented in a voice that fits both APIs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import datetime
@@ -19,17 +20,32 @@ import email.message
 import enum
 import os
 import socket
+import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeAlias
 
 import anyio
 
+from ._auth import (
+    PREFERRED_MECHANISMS,
+    check_credential,
+    cram_md5_available,
+    cram_md5_response,
+    login_response,
+    oauth_mechanism,
+    oauthbearer_response,
+    plain_response,
+    xoauth2_response,
+)
 from ._errors import (
+    SMTPAuthenticationError,
     SMTPConnectTimeoutError,
     SMTPDataError,
+    SMTPException,
     SMTPHeloError,
     SMTPNotSupportedError,
     SMTPReadTimeoutError,
@@ -38,6 +54,7 @@ from ._errors import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
+    SMTPTLSError,
 )
 from ._esmtp import auth_mechanisms, parse_ehlo_features
 from ._message import prepare_message
@@ -50,15 +67,31 @@ from ._protocol import (
     quoteaddr,
 )
 from ._response import SMTPResponse
+from ._tls import TLSOptions, smtplib_default_context
 from ._transport import Transport, open_tcp_socket, open_unix_socket
 
-__all__ = ["DEFAULT_TIMEOUT", "AsyncLMTP", "AsyncSMTP", "default_local_hostname"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AsyncLMTP",
+    "AsyncSMTP",
+    "AsyncSMTP_SSL",
+    "TokenProvider",
+    "default_local_hostname",
+]
 
 #: The async API's default timeout for connecting and for each command, seconds.
 DEFAULT_TIMEOUT: Final = 60.0
 
 #: What ``sendmail`` returns: the refused recipients and the server's replies.
-SendErrors = dict[str, tuple[int, bytes]]
+SendErrors: TypeAlias = dict[str, tuple[int, bytes]]
+#: A function that returns an OAuth access token, directly or when awaited.
+TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
+#: smtplib's authobject: called with no argument for the initial response, then
+#: with each decoded challenge.
+AuthObject: TypeAlias = Callable[..., str | None]
+#: Implicit TLS (RFC 8314) and submission with STARTTLS.
+SUBMISSIONS_PORT: Final = 465
+SUBMISSION_PORT: Final = 587
 
 
 class _Unset(enum.Enum):
@@ -69,11 +102,44 @@ class _Unset(enum.Enum):
 
 UNSET: Final = _Unset.token
 
+#: OpenSSL's reasons when the peer answered a ClientHello with something that is
+#: not TLS, typically an SMTP greeting.
+_NOT_TLS_REASONS: Final = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "RECORD_LAYER_FAILURE",
+        "UNKNOWN_PROTOCOL",
+        "HTTP_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "UNEXPECTED_RECORD",
+    }
+)
+
 #: The clients whose transaction lock the current context holds: a transaction
 #: that calls another one (send_message -> sendmail) must not wait for itself.
 _HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "anysmtp_held_transactions", default=frozenset()
 )
+
+
+_MAXCHALLENGE: Final = 5
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _redact(line: str | bytes) -> str | bytes:
+    """An AUTH command or response as shown in debug output: no secrets."""
+    text = line.decode("ascii", "replace") if isinstance(line, bytes) else line
+    words = text.split(" ")
+    if len(words) >= 3 and words[0].upper() == "AUTH":
+        shown = f"{words[0]} {words[1]} <redacted>\r\n"
+    elif words[0].upper() == "AUTH":
+        shown = text
+    else:
+        shown = "<redacted>\r\n"
+    return shown.encode("ascii") if isinstance(line, bytes) else shown
 
 
 def default_local_hostname() -> str:
@@ -98,11 +164,11 @@ class AsyncSMTP:
     """A connection to an SMTP or ESMTP server.
 
     The constructor takes smtplib's arguments (``host``, ``port``,
-    ``local_hostname``, ``timeout``, ``source_address``) plus the keyword options
-    of aiosmtplib (``hostname``, ``socket_path``, ``sock``).  The async client
-    connects in :meth:`connect` or on entering ``async with``; the sync
-    :class:`anysmtp.SMTP` connects in its constructor when given a host, as
-    smtplib does.
+    ``local_hostname``, ``timeout``, ``source_address``); the async client also
+    takes aiosmtplib's keyword options (connection, TLS and login).  The async
+    client connects in :meth:`connect` or on entering ``async with``; the sync
+    :class:`anysmtp.SMTP` connects in its constructor when given a host, and never
+    upgrades to TLS or logs in on its own, as smtplib.
 
     Attributes, as in smtplib: ``helo_resp`` and ``ehlo_resp`` (the messages of
     the last HELO and EHLO replies), ``does_esmtp`` (set after a successful EHLO),
@@ -121,8 +187,23 @@ class AsyncSMTP:
     :param hostname: the server to connect to (aiosmtplib's name for ``host``).
     :param socket_path: connect to this Unix domain socket instead of TCP.
     :param sock: use this already-connected socket instead of connecting.
-    :raises ValueError: ``host`` and ``hostname`` disagree, or more than one of
-        a host, ``socket_path`` and ``sock`` is given.
+    :param use_tls: speak TLS from the start (implicit TLS, port 465).
+    :param start_tls: ``None`` (default) upgrades with STARTTLS on connect when
+        the server offers it, ``True`` requires the upgrade (connecting fails if
+        the server does not offer it), ``False`` never upgrades on its own.
+    :param validate_certs: verify the server's certificate and host name.
+    :param client_cert: a PEM file with a client certificate (and its key).
+    :param client_key: a PEM file with the client certificate's key.
+    :param cert_bundle: a PEM file of CA certificates to trust.
+    :param tls_context: an :class:`ssl.SSLContext` to use as it is (exclusive
+        with ``client_cert``, ``client_key`` and ``cert_bundle``).
+    :param server_hostname: the name for SNI and certificate verification, when
+        it is not the host connected to.
+    :param username: log in as this user on connect.
+    :param password: the password for ``username``.
+    :param oauth_token: log in with XOAUTH2/OAUTHBEARER instead of a password: a
+        token, or a function (sync or async) that returns one.
+    :raises ValueError: conflicting options.
     """
 
     default_port: ClassVar[int] = SMTP_PORT
@@ -148,12 +229,56 @@ class AsyncSMTP:
         hostname: str | None = None,
         socket_path: str | bytes | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
+        use_tls: bool = False,
+        start_tls: bool | None = None,
+        validate_certs: bool = True,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        cert_bundle: str | os.PathLike[str] | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        oauth_token: str | TokenProvider | None = None,
     ) -> None:
         if hostname is not None and host and hostname != host:
             raise ValueError("host and hostname are the same option: give one")
         host = host or hostname or ""
         if sum(bool(each) for each in (host, socket_path, sock)) > 1:
             raise ValueError("host, socket_path and sock are mutually exclusive")
+        if use_tls and start_tls:
+            raise ValueError(
+                "use_tls and start_tls are mutually exclusive: use_tls=True speaks "
+                "TLS at once (port 465), start_tls=True upgrades a plain connection"
+            )
+        if password is not None and oauth_token is not None:
+            raise ValueError("password and oauth_token are mutually exclusive")
+        if (password is not None or oauth_token is not None) and username is None:
+            raise ValueError("a password or oauth_token needs a username")
+        if username is not None and password is None and oauth_token is None:
+            raise ValueError("username needs a password or an oauth_token")
+        # Checked now, not at connect time: a bad combination is a usage error.
+        self._tls_options = TLSOptions(
+            validate_certs=validate_certs,
+            client_cert=client_cert,
+            client_key=client_key,
+            cert_bundle=cert_bundle,
+            tls_context=tls_context,
+        )
+        self._tls_options.check()
+        self._use_tls = use_tls
+        self._start_tls = start_tls
+        self._server_hostname = server_hostname
+        self._username = username
+        self._password = password
+        self._oauth_token = oauth_token
+        #: smtplib's TLS defaults (unverified stdlib context) for the sync facade.
+        self._stdlib_tls_defaults = False
+        self._starttls_reply: SMTPResponse | None = None
+        self.user = ""
+        self.password = ""
+        self._auth_challenge_count = 0
+        self._redacting = False
         self._host = host
         self._port = port
         self._socket_path = socket_path
@@ -314,25 +439,34 @@ class AsyncSMTP:
         socket_path: str | bytes | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         timeout: float | _Unset | None = UNSET,
+        use_tls: bool | None = None,
+        start_tls: bool | _Unset | None = UNSET,
     ) -> SMTPResponse:
         """Connect to a server and read its greeting.
 
         Without arguments it connects to what the constructor was given, or to
         ``localhost``.  A host ending in ``:NUMBER`` with no ``port`` uses that
-        port.  An open connection is closed first.
+        port.  An open connection is closed first.  With the async client's
+        options it then upgrades with STARTTLS and logs in, as configured.
 
         :param host: the server to connect to.
         :param port: the server's port; ``0`` means the host's ``:port`` suffix or
-            the default port.
+            the default port (465 with ``use_tls``, 587 with ``start_tls=True``,
+            else 25).
         :param source_address: ``(host, port)`` to bind to before connecting.
         :param hostname: aiosmtplib's name for ``host``.
         :param socket_path: connect to this Unix domain socket instead.
         :param sock: use this already-connected socket instead.
         :param timeout: replaces the client's ``timeout`` from now on.
+        :param use_tls: replaces the client's ``use_tls`` from now on.
+        :param start_tls: replaces the client's ``start_tls`` from now on.
         :returns: the greeting, normally ``(220, b"...")``.
         :raises OSError: the connection failed (e.g. :exc:`ConnectionRefusedError`).
+        :raises ssl.SSLError: the TLS handshake failed.
         :raises SMTPConnectTimeoutError: connecting or the greeting took too long.
         :raises SMTPServerDisconnected: the server closed the connection at once.
+        :raises SMTPNotSupportedError: ``start_tls=True`` and the server does not
+            offer STARTTLS (the connection is closed).
         :raises ValueError: conflicting or invalid options (``timeout=0``).
         """
         if hostname is not None and host and hostname != host:
@@ -345,6 +479,12 @@ class AsyncSMTP:
         host = host or hostname or ""
         if sum(bool(each) for each in (host, socket_path, sock)) > 1:
             raise ValueError("host, socket_path and sock are mutually exclusive")
+        if use_tls is not None:
+            self._use_tls = use_tls
+        if start_tls is not UNSET:
+            self._start_tls = start_tls
+        if self._use_tls and self._start_tls:
+            raise ValueError("use_tls and start_tls are mutually exclusive")
         if timeout is not UNSET:
             self.timeout = timeout
         if source_address:
@@ -369,7 +509,7 @@ class AsyncSMTP:
                     except ValueError:
                         raise OSError("nonnumeric port") from None
             if not port:
-                port = self.default_port
+                port = self._default_port_for_mode()
             self._host = host
             sys.audit("smtplib.connect", self._audit_object, host, port)
             new_socket = await self._open(
@@ -380,16 +520,105 @@ class AsyncSMTP:
         # no longer holds (smtplib only forgets it in quit(), which breaks
         # sendmail() after a reconnect that followed an error).
         self._reset_session()
+        if self._use_tls:
+            await self._handshake(self._connect_tls_context(), timeout_value, port)
         try:
             code, msg = await self.getreply()
         except SMTPReadTimeoutError as exc:
+            hint = ""
+            if port == SUBMISSIONS_PORT and not self._use_tls:
+                hint = (
+                    " (a server on port 465 expects TLS at once: use "
+                    "use_tls=True or SMTP_SSL)"
+                )
             raise SMTPConnectTimeoutError(
                 f"Timed out waiting for the server's greeting after "
-                f"{timeout_value} seconds"
+                f"{timeout_value} seconds{hint}"
             ) from exc
         if self.debuglevel > 0:
             self._print_debug("connect:", repr(msg))
-        return SMTPResponse(code, msg)
+        greeting = SMTPResponse(code, msg)
+        if code == 220:
+            await self._after_greeting()
+        return greeting
+
+    def _default_port_for_mode(self) -> int:
+        if self._use_tls and self.default_port == SMTP_PORT:
+            return SUBMISSIONS_PORT
+        if self._start_tls and self.default_port == SMTP_PORT:
+            return SUBMISSION_PORT
+        return self.default_port
+
+    def _connect_tls_context(self) -> ssl.SSLContext:
+        """The context for implicit TLS (overridden by AsyncSMTP_SSL)."""
+        if self._stdlib_tls_defaults:
+            return smtplib_default_context()
+        return self._tls_options.context()
+
+    def _tls_server_hostname(self) -> str | None:
+        return self._server_hostname or self._host or None
+
+    async def _handshake(
+        self, context: ssl.SSLContext, timeout: float | None, port: int
+    ) -> None:
+        """Wrap the connection in TLS; explain the usual mistakes."""
+        transport = self._transport
+        if transport is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        server_hostname = self._tls_server_hostname()
+        if server_hostname is None and context.check_hostname:
+            self.close()
+            raise ValueError(
+                "verifying the server's certificate needs its name: pass "
+                "server_hostname= (connecting by socket_path or sock gives none)"
+            )
+        try:
+            await transport.start_tls(context, server_hostname, timeout)
+        except ssl.SSLCertVerificationError:
+            self.close()
+            raise
+        except ssl.SSLError as exc:
+            self.close()
+            if exc.reason in _NOT_TLS_REASONS:
+                raise SMTPTLSError(
+                    f"the server did not answer in TLS ({exc.reason}): it does not "
+                    "speak TLS at once on this port; connect in plain text and "
+                    "upgrade with starttls() (start_tls=True) instead of "
+                    "use_tls=True / SMTP_SSL"
+                ) from exc
+            raise
+        except OSError:
+            self.close()
+            raise
+
+    async def _after_greeting(self) -> None:
+        """The async keyword API's automatic STARTTLS and login."""
+        # Without a name (Unix socket, adopted socket) there is nothing to verify
+        # a certificate against: only an explicit start_tls=True tries (and
+        # fails with a clear error).
+        can_verify = (
+            self._tls_server_hostname() is not None
+            or not self._tls_options.validate_certs
+            or self._tls_options.tls_context is not None
+        )
+        if not self._use_tls and (
+            self._start_tls or (self._start_tls is None and can_verify)
+        ):
+            await self.ehlo_or_helo_if_needed()
+            if self.has_extn("starttls"):
+                self._starttls_reply = await self.starttls()
+                await self.ehlo_or_helo_if_needed()
+            elif self._start_tls:
+                self.close()
+                raise SMTPNotSupportedError(
+                    "STARTTLS extension not supported by server, and start_tls=True "
+                    "requires it: not continuing in plain text"
+                )
+        if self._username is not None:
+            if self._oauth_token is not None:
+                await self.login_oauth(self._username, self._oauth_token)
+            elif self._password is not None:
+                await self.login(self._username, self._password)
 
     async def _open(
         self, opening: Awaitable[socket.socket], timeout: float | None
@@ -412,7 +641,7 @@ class AsyncSMTP:
             (it is closed then).
         """
         if self.debuglevel > 0:
-            self._print_debug("send:", repr(s))
+            self._print_debug("send:", repr(_redact(s) if self._redacting else s))
         transport = self._transport
         if transport is None:
             raise SMTPServerDisconnected("please run connect() first")
@@ -667,6 +896,254 @@ class AsyncSMTP:
             if not (200 <= code <= 299):
                 raise SMTPHeloError(code, resp)
 
+    async def starttls(
+        self,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        context: ssl.SSLContext | None = None,
+        *,
+        server_hostname: str | None = None,
+    ) -> SMTPResponse:
+        """Upgrade the connection to TLS with STARTTLS.
+
+        EHLO is sent first if needed.  After the upgrade the server's extensions
+        are forgotten (RFC 3207): send EHLO again.  If the async client already
+        upgraded on connect (``start_tls``), this returns that STARTTLS reply and
+        does nothing else.
+
+        :param keyfile: deprecated (as in smtplib): a client key file.
+        :param certfile: deprecated (as in smtplib): a client certificate file.
+        :param context: the :class:`ssl.SSLContext`; by default the sync client
+            uses smtplib's (which does not verify the server) and the async client
+            the one its TLS options describe (which does).
+        :param server_hostname: the name for SNI and verification, instead of the
+            host connected to.
+        :returns: the reply to STARTTLS, ``(220, b"...")``.
+        :raises SMTPNotSupportedError: the server does not offer STARTTLS.
+        :raises SMTPResponseException: the server refused STARTTLS.
+        :raises ssl.SSLError: the handshake failed.
+        :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
+        """
+        if context is not None and keyfile is not None:
+            raise ValueError("context and keyfile arguments are mutually exclusive")
+        if context is not None and certfile is not None:
+            raise ValueError("context and certfile arguments are mutually exclusive")
+        transport = self._transport
+        if (
+            self._starttls_reply is not None
+            and transport is not None
+            and isinstance(transport.sock, ssl.SSLSocket)
+        ):
+            return self._starttls_reply
+        await self.ehlo_or_helo_if_needed()
+        if not self.has_extn("starttls"):
+            raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
+        resp, reply = await self.docmd("STARTTLS")
+        if resp != 220:
+            # RFC 3207: 501 syntax error, 454 TLS not available for now.
+            raise SMTPResponseException(resp, reply)
+        if keyfile is not None or certfile is not None:
+            warnings.warn(
+                "keyfile and certfile are deprecated, use a custom context instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        if context is None:
+            if self._stdlib_tls_defaults:
+                context = smtplib_default_context(certfile=certfile, keyfile=keyfile)
+            else:
+                context = self._tls_options.context()
+        if server_hostname is not None:
+            self._server_hostname = server_hostname
+        await self._handshake(context, self.timeout, 0)
+        # RFC 3207: forget everything not learnt over TLS.
+        self.helo_resp = None
+        self.ehlo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        self._last_ehlo_response = None
+        return SMTPResponse(resp, reply)
+
+    async def auth(
+        self,
+        mechanism: str,
+        authobject: AuthObject,
+        *,
+        initial_response_ok: bool = True,
+    ) -> SMTPResponse:
+        """Authenticate with one SASL mechanism, smtplib's way.
+
+        ``authobject`` is called with no argument for the initial response (when
+        ``initial_response_ok``), then with each decoded server challenge; it
+        returns the text to send (base64-encoded here).  The exchange is shown
+        as ``<redacted>`` in debug output.
+
+        :param mechanism: the mechanism name, e.g. ``"PLAIN"``.
+        :param authobject: computes the responses.
+        :param initial_response_ok: send the initial response with AUTH (RFC
+            4954) when the mechanism has one.
+        :returns: the final reply, ``(235, ...)`` (or ``503``: already
+            authenticated).
+        :raises SMTPAuthenticationError: the server refused the credentials.
+        :raises SMTPException: the server kept sending challenges (more than
+            ``_MAXCHALLENGE``).
+        """
+        mechanism = mechanism.upper()
+        self._redacting = True
+        try:
+            initial_response = authobject() if initial_response_ok else None
+            if initial_response is not None:
+                response = _base64(initial_response)
+                code, resp = await self.docmd("AUTH", mechanism + " " + response)
+                self._auth_challenge_count = 1
+            else:
+                code, resp = await self.docmd("AUTH", mechanism)
+                self._auth_challenge_count = 0
+            while code == 334:
+                self._auth_challenge_count += 1
+                challenge = base64.decodebytes(resp)
+                try:
+                    answer = authobject(challenge)
+                except Exception:
+                    # Leave the server's AUTH state cleanly (RFC 4954: "*"
+                    # cancels), so the session can go on.
+                    await self.docmd("*")
+                    raise
+                code, resp = await self.docmd(_base64(answer or ""))
+                if self._auth_challenge_count > _MAXCHALLENGE:
+                    raise SMTPException(
+                        "Server AUTH mechanism infinite loop. Last response: "
+                        + repr((code, resp))
+                    )
+        finally:
+            self._redacting = False
+        if code in (235, 503):
+            return SMTPResponse(code, resp)
+        raise SMTPAuthenticationError(code, resp)
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+        """The CRAM-MD5 authobject (no initial response); uses ``user`` and
+        ``password``."""
+        if challenge is None:
+            return None
+        return cram_md5_response(self.user, self.password, challenge)
+
+    def auth_plain(self, challenge: bytes | None = None) -> str:
+        """The PLAIN authobject; uses ``user`` and ``password``."""
+        return plain_response(self.user, self.password)
+
+    def auth_login(self, challenge: bytes | None = None) -> str:
+        """The LOGIN authobject; uses ``user`` and ``password``."""
+        if challenge is None:
+            return self.user
+        return login_response(self.user, self.password, self._auth_challenge_count)
+
+    async def login(
+        self, user: str, password: str, *, initial_response_ok: bool = True
+    ) -> SMTPResponse:
+        """Log in, trying CRAM-MD5, PLAIN and LOGIN in that order.
+
+        EHLO is sent first if needed.  Only mechanisms the server advertises are
+        tried; CRAM-MD5 is skipped where MD5 is unavailable (FIPS).  A mechanism
+        the server fails moves on to the next one, except a 535 (bad
+        credentials), which stops at once.
+
+        :param user: the user name.
+        :param password: the password.
+        :param initial_response_ok: send initial responses with AUTH (RFC 4954).
+        :returns: the server's reply, ``(235, ...)``.
+        :raises SMTPNotSupportedError: the server does not offer AUTH.
+        :raises SMTPException: no mechanism in common.
+        :raises SMTPAuthenticationError: the server refused (the last error).
+        :raises ValueError: NUL, CR or LF in the user name or password.
+        """
+        await self.ehlo_or_helo_if_needed()
+        if not self.has_extn("auth"):
+            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        check_credential(user, "the user name")
+        check_credential(password, "the password")
+        advertised = self.esmtp_features["auth"].split()
+        authlist = [auth for auth in PREFERRED_MECHANISMS if auth in advertised]
+        if "CRAM-MD5" in authlist and not cram_md5_available():
+            authlist.remove("CRAM-MD5")
+        if not authlist:
+            raise SMTPException("No suitable authentication method found.")
+        self.user, self.password = user, password
+        last_exception: SMTPAuthenticationError | None = None
+        for authmethod in authlist:
+            method_name = "auth_" + authmethod.lower().replace("-", "_")
+            try:
+                code, resp = await self.auth(
+                    authmethod,
+                    getattr(self, method_name),
+                    initial_response_ok=initial_response_ok,
+                )
+            except SMTPAuthenticationError as exc:
+                last_exception = exc
+                if exc.smtp_code == 535:
+                    break  # The credentials are wrong: another mechanism won't help.
+                continue
+            # 235: authentication successful; 503: already authenticated.
+            if code in (235, 503):
+                return SMTPResponse(code, resp)
+        assert last_exception is not None
+        raise last_exception
+
+    async def login_oauth(
+        self,
+        user: str,
+        token: str | TokenProvider,
+        *,
+        mechanism: str | None = None,
+    ) -> SMTPResponse:
+        """Log in with an OAuth 2.0 access token (Gmail, Microsoft 365...).
+
+        :param user: the account's address.
+        :param token: the access token, or a function (sync or async) that returns
+            a fresh one.
+        :param mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``; by default the one
+            the server advertises (OAUTHBEARER first).
+        :returns: the server's reply, ``(235, ...)``.
+        :raises SMTPNotSupportedError: the server does not offer AUTH.
+        :raises SMTPException: the server offers neither OAuth mechanism.
+        :raises SMTPAuthenticationError: the server refused the token.
+        """
+        await self.ehlo_or_helo_if_needed()
+        if not self.has_extn("auth"):
+            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        chosen = (
+            mechanism.upper()
+            if mechanism
+            else oauth_mechanism(self.supported_auth_methods)
+        )
+        if chosen not in ("XOAUTH2", "OAUTHBEARER"):
+            raise SMTPException(
+                "No suitable authentication method found: the server offers "
+                f"{self.supported_auth_methods}, not XOAUTH2 or OAUTHBEARER."
+            )
+        access_token = token if isinstance(token, str) else token()
+        if not isinstance(access_token, str):
+            access_token = await access_token
+        check_credential(user, "the user name")
+        check_credential(access_token, "the access token")
+        if chosen == "XOAUTH2":
+            initial = xoauth2_response(user, access_token)
+            # On failure the server sends a JSON error as a challenge and
+            # expects an empty response before its final 535.
+            error_answer = ""
+        else:
+            peer = self.get_transport_info("peername")
+            port = peer[1] if isinstance(peer, tuple) and len(peer) > 1 else 0
+            initial = oauthbearer_response(
+                user, access_token, self._tls_server_hostname() or "", port
+            )
+            error_answer = "\x01"  # RFC 7628 section 3.2.3
+
+        def authobject(challenge: bytes | None = None) -> str:
+            return initial if challenge is None else error_answer
+
+        return await self.auth(chosen, authobject, initial_response_ok=True)
+
     async def sendmail(
         self,
         from_addr: str,
@@ -808,6 +1285,101 @@ class AsyncSMTP:
         self.does_esmtp = False
         self.command_encoding = "ascii"
         self._last_ehlo_response = None
+        self._starttls_reply = None
+
+
+class AsyncSMTP_SSL(AsyncSMTP):
+    """A connection that speaks TLS from the start (implicit TLS, port 465).
+
+    :param host: the server; ``"host:port"`` is accepted.
+    :param port: the server's port (465 by default).
+    :param local_hostname: the name sent with EHLO.
+    :param timeout: seconds for connecting (TLS handshake included) and for
+        each command.
+    :param source_address: ``(host, port)`` to bind to before connecting.
+    :param context: the :class:`ssl.SSLContext`; by default one that verifies
+        the server (the sync :class:`anysmtp.SMTP_SSL` uses smtplib's, which
+        does not).
+    :param keyfile: deprecated (as in smtplib): a client key file.
+    :param certfile: deprecated (as in smtplib): a client certificate file.
+    :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
+    """
+
+    default_port: ClassVar[int] = SUBMISSIONS_PORT
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        source_address: tuple[str, int] | None = None,
+        context: ssl.SSLContext | None = None,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        hostname: str | None = None,
+        socket_path: str | bytes | os.PathLike[str] | None = None,
+        sock: socket.socket | None = None,
+        validate_certs: bool = True,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        cert_bundle: str | os.PathLike[str] | None = None,
+        server_hostname: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        oauth_token: str | TokenProvider | None = None,
+    ) -> None:
+        if context is not None and keyfile is not None:
+            raise ValueError("context and keyfile arguments are mutually exclusive")
+        if context is not None and certfile is not None:
+            raise ValueError("context and certfile arguments are mutually exclusive")
+        if keyfile is not None or certfile is not None:
+            warnings.warn(
+                "keyfile and certfile are deprecated, use a custom context instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        super().__init__(
+            host,
+            port,
+            local_hostname,
+            timeout,
+            source_address,
+            hostname=hostname,
+            socket_path=socket_path,
+            sock=sock,
+            use_tls=True,
+            start_tls=False,
+            validate_certs=validate_certs,
+            client_cert=client_cert,
+            client_key=client_key,
+            cert_bundle=cert_bundle,
+            tls_context=context,
+            server_hostname=server_hostname,
+            username=username,
+            password=password,
+            oauth_token=oauth_token,
+        )
+        self.keyfile = keyfile
+        self.certfile = certfile
+        self.context = context
+
+    def _connect_tls_context(self) -> ssl.SSLContext:
+        if self.context is None and self._stdlib_tls_defaults:
+            self.context = smtplib_default_context(
+                certfile=self.certfile, keyfile=self.keyfile
+            )
+        if self.context is not None:
+            return self.context
+        return self._tls_options.context()
+
+    async def _get_socket(
+        self, host: str, port: int, timeout: float | None
+    ) -> socket.socket:
+        if self.debuglevel > 0:
+            self._print_debug("connect:", (host, port))
+        return await super()._get_socket(host, port, timeout)
 
 
 class AsyncLMTP(AsyncSMTP):
@@ -853,6 +1425,8 @@ class AsyncLMTP(AsyncSMTP):
             hostname=hostname,
             socket_path=socket_path,
             sock=sock,
+            # LMTP is local delivery (RFC 2033): no automatic STARTTLS.
+            start_tls=False,
         )
         self.lmtp_data_replies: list[tuple[str, SMTPResponse]] = []
 
@@ -866,6 +1440,8 @@ class AsyncLMTP(AsyncSMTP):
         socket_path: str | bytes | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         timeout: float | _Unset | None = UNSET,
+        use_tls: bool | None = None,
+        start_tls: bool | _Unset | None = UNSET,
     ) -> SMTPResponse:
         """Connect to the LMTP server, over TCP or a Unix socket, and read its
         greeting.
@@ -877,6 +1453,8 @@ class AsyncLMTP(AsyncSMTP):
         :param socket_path: connect to this Unix domain socket.
         :param sock: use this already-connected socket.
         :param timeout: replaces the client's ``timeout`` from now on.
+        :param use_tls: replaces the client's ``use_tls`` from now on.
+        :param start_tls: replaces the client's ``start_tls`` from now on.
         :returns: the greeting.
         """
         if host is not None and host.startswith("/"):
@@ -885,7 +1463,11 @@ class AsyncLMTP(AsyncSMTP):
             host, socket_path = None, host
             try:
                 return await super().connect(
-                    socket_path=socket_path, sock=sock, timeout=timeout
+                    socket_path=socket_path,
+                    sock=sock,
+                    timeout=timeout,
+                    use_tls=use_tls,
+                    start_tls=start_tls,
                 )
             except OSError:
                 if self.debuglevel > 0:
@@ -899,6 +1481,8 @@ class AsyncLMTP(AsyncSMTP):
             socket_path=socket_path,
             sock=sock,
             timeout=timeout,
+            use_tls=use_tls,
+            start_tls=start_tls,
         )
 
     async def data(self, msg: str | bytes) -> SMTPResponse:

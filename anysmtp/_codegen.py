@@ -45,6 +45,7 @@ class SyncClassSpec:
 #: The async classes that get a facade, with the sync name and bases.
 CLASSES: dict[str, SyncClassSpec] = {
     "AsyncSMTP": SyncClassSpec("SMTP", ("SyncClient",)),
+    "AsyncSMTP_SSL": SyncClassSpec("SMTP_SSL", ("SyncSMTPSSLInit", "SMTP")),
     "AsyncLMTP": SyncClassSpec("LMTP", ("SyncLMTPInit", "SMTP")),
 }
 #: Hand-written in ``_sync_base.py`` (constructors, context managers).
@@ -305,8 +306,14 @@ class _Renderer:
         relative = sorted(m for m in from_imports if m.startswith("."))
         for group in (absolute, relative):
             for module in group:
-                names = ", ".join(sorted(from_imports[module], key=_isort_key))
-                lines.append(f"from {module} import {names}")
+                names = sorted(from_imports[module], key=_isort_key)
+                line = f"from {module} import {', '.join(names)}"
+                if len(line) > 88:
+                    lines.append(f"from {module} import (")
+                    lines += [f"{_INDENT}{name}," for name in names]
+                    lines.append(")")
+                else:
+                    lines.append(line)
             lines.append("")
         return lines[:-1]
 

@@ -7,6 +7,7 @@ builtin where one fits), never replace them.
 
 from __future__ import annotations
 
+import ssl
 from smtplib import (
     SMTPAuthenticationError,
     SMTPConnectError,
@@ -33,6 +34,7 @@ __all__ = [
     "SMTPResponseException",
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
+    "SMTPTLSError",
     "SMTPTimeoutError",
 ]
 
@@ -52,3 +54,12 @@ class SMTPConnectTimeoutError(SMTPTimeoutError):
 
 class SMTPReadTimeoutError(SMTPTimeoutError):
     """The server did not answer a command (or accept data) within the timeout."""
+
+
+class SMTPTLSError(SMTPException, ssl.SSLError):
+    """TLS could not be set up, for a reason the message explains.
+
+    It is an :exc:`ssl.SSLError` too, so code written for smtplib still catches
+    it.  Certificate verification failures are raised as the standard library's
+    :exc:`ssl.SSLCertVerificationError`, unchanged.
+    """

@@ -7,26 +7,37 @@ from __future__ import annotations
 import email.message
 import os
 import socket
+import ssl
 from collections.abc import Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from typing import Any, ClassVar
 
-from ._client import UNSET, AsyncLMTP, AsyncSMTP, SendErrors, _Unset
+from ._client import (
+    SUBMISSIONS_PORT,
+    UNSET,
+    AsyncLMTP,
+    AsyncSMTP,
+    AsyncSMTP_SSL,
+    AuthObject,
+    SendErrors,
+    TokenProvider,
+    _Unset,
+)
 from ._response import SMTPResponse
-from ._sync_base import SyncClient, SyncLMTPInit
+from ._sync_base import SyncClient, SyncLMTPInit, SyncSMTPSSLInit
 
-__all__ = ["LMTP", "SMTP"]
+__all__ = ["LMTP", "SMTP", "SMTP_SSL"]
 
 
 class SMTP(SyncClient):
     """A connection to an SMTP or ESMTP server.
 
     The constructor takes smtplib's arguments (``host``, ``port``,
-    ``local_hostname``, ``timeout``, ``source_address``) plus the keyword options
-    of aiosmtplib (``hostname``, ``socket_path``, ``sock``).  The async client
-    connects in :meth:`connect` or on entering ``async with``; the sync
-    :class:`anysmtp.SMTP` connects in its constructor when given a host, as
-    smtplib does.
+    ``local_hostname``, ``timeout``, ``source_address``); the async client also
+    takes aiosmtplib's keyword options (connection, TLS and login).  The async
+    client connects in :meth:`connect` or on entering ``async with``; the sync
+    :class:`anysmtp.SMTP` connects in its constructor when given a host, and never
+    upgrades to TLS or logs in on its own, as smtplib.
 
     Attributes, as in smtplib: ``helo_resp`` and ``ehlo_resp`` (the messages of
     the last HELO and EHLO replies), ``does_esmtp`` (set after a successful EHLO),
@@ -45,8 +56,23 @@ class SMTP(SyncClient):
     :param hostname: the server to connect to (aiosmtplib's name for ``host``).
     :param socket_path: connect to this Unix domain socket instead of TCP.
     :param sock: use this already-connected socket instead of connecting.
-    :raises ValueError: ``host`` and ``hostname`` disagree, or more than one of
-        a host, ``socket_path`` and ``sock`` is given.
+    :param use_tls: speak TLS from the start (implicit TLS, port 465).
+    :param start_tls: ``None`` (default) upgrades with STARTTLS on connect when
+        the server offers it, ``True`` requires the upgrade (connecting fails if
+        the server does not offer it), ``False`` never upgrades on its own.
+    :param validate_certs: verify the server's certificate and host name.
+    :param client_cert: a PEM file with a client certificate (and its key).
+    :param client_key: a PEM file with the client certificate's key.
+    :param cert_bundle: a PEM file of CA certificates to trust.
+    :param tls_context: an :class:`ssl.SSLContext` to use as it is (exclusive
+        with ``client_cert``, ``client_key`` and ``cert_bundle``).
+    :param server_hostname: the name for SNI and certificate verification, when
+        it is not the host connected to.
+    :param username: log in as this user on connect.
+    :param password: the password for ``username``.
+    :param oauth_token: log in with XOAUTH2/OAUTHBEARER instead of a password: a
+        token, or a function (sync or async) that returns one.
+    :raises ValueError: conflicting options.
     """
 
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP
@@ -180,28 +206,37 @@ class SMTP(SyncClient):
         socket_path: str | bytes | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         timeout: float | _Unset | None = UNSET,
+        use_tls: bool | None = None,
+        start_tls: bool | _Unset | None = UNSET,
     ) -> SMTPResponse:
         """Connect to a server and read its greeting.
 
         Without arguments it connects to what the constructor was given, or to
         ``localhost``.  A host ending in ``:NUMBER`` with no ``port`` uses that
-        port.  An open connection is closed first.
+        port.  An open connection is closed first.  With the async client's
+        options it then upgrades with STARTTLS and logs in, as configured.
 
         :param host: the server to connect to.
         :param port: the server's port; ``0`` means the host's ``:port`` suffix or
-            the default port.
+            the default port (465 with ``use_tls``, 587 with ``start_tls=True``,
+            else 25).
         :param source_address: ``(host, port)`` to bind to before connecting.
         :param hostname: aiosmtplib's name for ``host``.
         :param socket_path: connect to this Unix domain socket instead.
         :param sock: use this already-connected socket instead.
         :param timeout: replaces the client's ``timeout`` from now on.
+        :param use_tls: replaces the client's ``use_tls`` from now on.
+        :param start_tls: replaces the client's ``start_tls`` from now on.
         :returns: the greeting, normally ``(220, b"...")``.
         :raises OSError: the connection failed (e.g. :exc:`ConnectionRefusedError`).
+        :raises ssl.SSLError: the TLS handshake failed.
         :raises SMTPConnectTimeoutError: connecting or the greeting took too long.
         :raises SMTPServerDisconnected: the server closed the connection at once.
+        :raises SMTPNotSupportedError: ``start_tls=True`` and the server does not
+            offer STARTTLS (the connection is closed).
         :raises ValueError: conflicting or invalid options (``timeout=0``).
         """
-        return self._call(lambda: self._async.connect(host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout))
+        return self._call(lambda: self._async.connect(host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
 
     def send(self, s: str | bytes) -> None:
         """Send ``s`` to the server as it is.
@@ -359,6 +394,121 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: self._async.ehlo_or_helo_if_needed())
 
+    def starttls(
+        self,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        context: ssl.SSLContext | None = None,
+        *,
+        server_hostname: str | None = None,
+    ) -> SMTPResponse:
+        """Upgrade the connection to TLS with STARTTLS.
+
+        EHLO is sent first if needed.  After the upgrade the server's extensions
+        are forgotten (RFC 3207): send EHLO again.  If the async client already
+        upgraded on connect (``start_tls``), this returns that STARTTLS reply and
+        does nothing else.
+
+        :param keyfile: deprecated (as in smtplib): a client key file.
+        :param certfile: deprecated (as in smtplib): a client certificate file.
+        :param context: the :class:`ssl.SSLContext`; by default the sync client
+            uses smtplib's (which does not verify the server) and the async client
+            the one its TLS options describe (which does).
+        :param server_hostname: the name for SNI and verification, instead of the
+            host connected to.
+        :returns: the reply to STARTTLS, ``(220, b"...")``.
+        :raises SMTPNotSupportedError: the server does not offer STARTTLS.
+        :raises SMTPResponseException: the server refused STARTTLS.
+        :raises ssl.SSLError: the handshake failed.
+        :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
+        """
+        return self._call(lambda: self._async.starttls(keyfile=keyfile, certfile=certfile, context=context, server_hostname=server_hostname))
+
+    def auth(
+        self,
+        mechanism: str,
+        authobject: AuthObject,
+        *,
+        initial_response_ok: bool = True,
+    ) -> SMTPResponse:
+        """Authenticate with one SASL mechanism, smtplib's way.
+
+        ``authobject`` is called with no argument for the initial response (when
+        ``initial_response_ok``), then with each decoded server challenge; it
+        returns the text to send (base64-encoded here).  The exchange is shown
+        as ``<redacted>`` in debug output.
+
+        :param mechanism: the mechanism name, e.g. ``"PLAIN"``.
+        :param authobject: computes the responses.
+        :param initial_response_ok: send the initial response with AUTH (RFC
+            4954) when the mechanism has one.
+        :returns: the final reply, ``(235, ...)`` (or ``503``: already
+            authenticated).
+        :raises SMTPAuthenticationError: the server refused the credentials.
+        :raises SMTPException: the server kept sending challenges (more than
+            ``_MAXCHALLENGE``).
+        """
+        return self._call(lambda: self._async.auth(mechanism=mechanism, authobject=authobject, initial_response_ok=initial_response_ok))
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+        """The CRAM-MD5 authobject (no initial response); uses ``user`` and
+        ``password``."""
+        return self._async.auth_cram_md5(challenge=challenge)
+
+    def auth_plain(self, challenge: bytes | None = None) -> str:
+        """The PLAIN authobject; uses ``user`` and ``password``."""
+        return self._async.auth_plain(challenge=challenge)
+
+    def auth_login(self, challenge: bytes | None = None) -> str:
+        """The LOGIN authobject; uses ``user`` and ``password``."""
+        return self._async.auth_login(challenge=challenge)
+
+    def login(
+        self,
+        user: str,
+        password: str,
+        *,
+        initial_response_ok: bool = True,
+    ) -> SMTPResponse:
+        """Log in, trying CRAM-MD5, PLAIN and LOGIN in that order.
+
+        EHLO is sent first if needed.  Only mechanisms the server advertises are
+        tried; CRAM-MD5 is skipped where MD5 is unavailable (FIPS).  A mechanism
+        the server fails moves on to the next one, except a 535 (bad
+        credentials), which stops at once.
+
+        :param user: the user name.
+        :param password: the password.
+        :param initial_response_ok: send initial responses with AUTH (RFC 4954).
+        :returns: the server's reply, ``(235, ...)``.
+        :raises SMTPNotSupportedError: the server does not offer AUTH.
+        :raises SMTPException: no mechanism in common.
+        :raises SMTPAuthenticationError: the server refused (the last error).
+        :raises ValueError: NUL, CR or LF in the user name or password.
+        """
+        return self._call(lambda: self._async.login(user=user, password=password, initial_response_ok=initial_response_ok))
+
+    def login_oauth(
+        self,
+        user: str,
+        token: str | TokenProvider,
+        *,
+        mechanism: str | None = None,
+    ) -> SMTPResponse:
+        """Log in with an OAuth 2.0 access token (Gmail, Microsoft 365...).
+
+        :param user: the account's address.
+        :param token: the access token, or a function (sync or async) that returns
+            a fresh one.
+        :param mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"``; by default the one
+            the server advertises (OAUTHBEARER first).
+        :returns: the server's reply, ``(235, ...)``.
+        :raises SMTPNotSupportedError: the server does not offer AUTH.
+        :raises SMTPException: the server offers neither OAuth mechanism.
+        :raises SMTPAuthenticationError: the server refused the token.
+        """
+        return self._call(lambda: self._async.login_oauth(user=user, token=token, mechanism=mechanism))
+
     def sendmail(
         self,
         from_addr: str,
@@ -425,6 +575,29 @@ class SMTP(SyncClient):
         return self._call(lambda: self._async.quit())
 
 
+class SMTP_SSL(SyncSMTPSSLInit, SMTP):
+    """A connection that speaks TLS from the start (implicit TLS, port 465).
+
+    :param host: the server; ``"host:port"`` is accepted.
+    :param port: the server's port (465 by default).
+    :param local_hostname: the name sent with EHLO.
+    :param timeout: seconds for connecting (TLS handshake included) and for
+        each command.
+    :param source_address: ``(host, port)`` to bind to before connecting.
+    :param context: the :class:`ssl.SSLContext`; by default one that verifies
+        the server (the sync :class:`anysmtp.SMTP_SSL` uses smtplib's, which
+        does not).
+    :param keyfile: deprecated (as in smtplib): a client key file.
+    :param certfile: deprecated (as in smtplib): a client certificate file.
+    :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
+    """
+
+    _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP_SSL
+    _async: AsyncSMTP_SSL
+
+    default_port: ClassVar[int] = SUBMISSIONS_PORT
+
+
 class LMTP(SyncLMTPInit, SMTP):
     """A connection to an LMTP server (RFC 2033), over TCP or a Unix socket.
 
@@ -459,6 +632,8 @@ class LMTP(SyncLMTPInit, SMTP):
         socket_path: str | bytes | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         timeout: float | _Unset | None = UNSET,
+        use_tls: bool | None = None,
+        start_tls: bool | _Unset | None = UNSET,
     ) -> SMTPResponse:
         """Connect to the LMTP server, over TCP or a Unix socket, and read its
         greeting.
@@ -470,9 +645,11 @@ class LMTP(SyncLMTPInit, SMTP):
         :param socket_path: connect to this Unix domain socket.
         :param sock: use this already-connected socket.
         :param timeout: replaces the client's ``timeout`` from now on.
+        :param use_tls: replaces the client's ``use_tls`` from now on.
+        :param start_tls: replaces the client's ``start_tls`` from now on.
         :returns: the greeting.
         """
-        return self._call(lambda: self._async.connect(host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout))
+        return self._call(lambda: self._async.connect(host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
 
     def data(self, msg: str | bytes) -> SMTPResponse:
         """Send DATA and the message, then read one reply per accepted recipient.

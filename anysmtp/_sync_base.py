@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
+import warnings
 from collections.abc import Awaitable, Callable
 from smtplib import LMTP_PORT
 from types import TracebackType
@@ -16,11 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
 
 from anyio.from_thread import BlockingPortal
 
-from ._client import AsyncLMTP, AsyncSMTP
+from ._client import AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
 from ._errors import SMTPConnectError, SMTPResponseException, SMTPServerDisconnected
 from ._portal import get_portal, run_in_portal
 
-__all__ = ["SyncClient", "SyncLMTPInit"]
+__all__ = ["SyncClient", "SyncLMTPInit", "SyncSMTPSSLInit"]
 
 T = TypeVar("T")
 
@@ -63,14 +65,27 @@ class SyncClient:
         :raises SMTPConnectError: the server's greeting was not 220.
         :raises OSError: the connection failed.
         """
+        self._attach(
+            portal,
+            self._async_class(
+                local_hostname=local_hostname,
+                timeout=_resolve_timeout(timeout),
+                source_address=source_address,
+                start_tls=False,
+            ),
+        )
+        self._connect_on_init(host, port)
+
+    def _attach(self, portal: BlockingPortal | None, client: AsyncSMTP) -> None:
         self._portal = portal
         self._pid = os.getpid()
-        self._async = self._async_class(
-            local_hostname=local_hostname,
-            timeout=_resolve_timeout(timeout),
-            source_address=source_address,
-        )
-        self._async._audit_object = self
+        self._async = client
+        client._audit_object = self
+        # smtplib's TLS defaults: no upgrade on its own, an unverified context
+        # when none is given.
+        client._stdlib_tls_defaults = True
+
+    def _connect_on_init(self, host: str, port: int) -> None:
         if host:
             code, msg = self.connect(host, port)
             if code != 220:
@@ -157,3 +172,63 @@ class SyncLMTPInit(SyncClient):
         super().__init__(
             host, port, local_hostname, timeout, source_address, portal=portal
         )
+
+
+class SyncSMTPSSLInit(SyncClient):
+    """smtplib's SMTP_SSL constructor (Python 3.11's, with the deprecated
+    ``keyfile`` and ``certfile``)."""
+
+    _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP_SSL
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        timeout: float | None = _GLOBAL_DEFAULT_TIMEOUT,
+        source_address: tuple[str, int] | None = None,
+        context: ssl.SSLContext | None = None,
+        *,
+        portal: BlockingPortal | None = None,
+    ) -> None:
+        """Create a client that speaks TLS from the start; connect when ``host``
+        is given.
+
+        :param host: the server; ``"host:port"`` is accepted.
+        :param port: the server's port (465 by default).
+        :param local_hostname: the name sent with EHLO.
+        :param keyfile: deprecated: a client key file.
+        :param certfile: deprecated: a client certificate file.
+        :param timeout: seconds for connecting and for each command.
+        :param source_address: ``(host, port)`` to bind to before connecting.
+        :param context: the :class:`ssl.SSLContext`; by default smtplib's, which
+            does not verify the server.
+        :param portal: run in this portal instead of the process-wide one.
+        :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
+        :raises ssl.SSLError: the server does not speak TLS.
+        """
+        if context is not None and keyfile is not None:
+            raise ValueError("context and keyfile arguments are mutually exclusive")
+        if context is not None and certfile is not None:
+            raise ValueError("context and certfile arguments are mutually exclusive")
+        if keyfile is not None or certfile is not None:
+            warnings.warn(
+                "keyfile and certfile are deprecated, use a custom context instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        with warnings.catch_warnings():
+            # Warned above, where the caller sees it.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client = AsyncSMTP_SSL(
+                local_hostname=local_hostname,
+                timeout=_resolve_timeout(timeout),
+                source_address=source_address,
+                context=context,
+                keyfile=keyfile,
+                certfile=certfile,
+            )
+        self._attach(portal, client)
+        self._connect_on_init(host, port)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,8 +111,15 @@ class AiosmtpdServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, handler: Any = None, **server_options: Any) -> None:
+    def __init__(
+        self,
+        handler: Any = None,
+        *,
+        implicit_tls: ssl.SSLContext | None = None,
+        **server_options: Any,
+    ) -> None:
         self.handler = handler if handler is not None else RecordingHandler()
+        self.implicit_tls = implicit_tls
         self.server_options: dict[str, Any] = {
             "hostname": "testserver",
             **server_options,
@@ -135,6 +143,7 @@ class AiosmtpdServer:
             return await self._loop.create_server(
                 lambda: SMTPServerProtocol(self.handler, **self.server_options),
                 sock=self._sock,
+                ssl=self.implicit_tls,
             )
 
         self._server = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(10)
@@ -213,6 +222,12 @@ class ScriptedConnection:
             data += line
         return data
 
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """Do the server side of a TLS handshake on this connection."""
+        if self._buffer:
+            raise AssertionError(f"client sent {self._buffer!r} before the handshake")
+        self.sock = context.wrap_socket(self.sock, server_side=True)
+
     def greet_and_ehlo(self, extensions: tuple[bytes, ...] = ()) -> None:
         """The usual opening: a greeting and a reply to EHLO."""
         self.send(b"220 scripted ESMTP\r\n")
@@ -253,11 +268,14 @@ class ScriptedServer:
             for _ in range(self.connections):
                 conn, _address = self._sock.accept()
                 conn.settimeout(10)
-                with conn:
-                    try:
-                        self.script(ScriptedConnection(conn, self.transcript))
-                    except OSError:
-                        pass  # the client went away: the test decides if that is ok
+                scripted = ScriptedConnection(conn, self.transcript)
+                try:
+                    self.script(scripted)
+                except OSError:
+                    pass  # the client went away: the test decides if that is ok
+                finally:
+                    scripted.sock.close()  # a TLS wrapper replaces the socket
+                    conn.close()
         except BaseException as exc:
             self.errors.append(exc)
 

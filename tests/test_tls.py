@@ -1,0 +1,393 @@
+"""TLS: implicit TLS, STARTTLS, certificates, and the ways it fails.
+
+Async tests run on every backend; the sync facade keeps smtplib's defaults.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import anysmtp
+from tests.conftest import Certificates
+from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
+
+MESSAGE = b"Subject: tls\r\n\r\nover TLS\r\n"
+
+
+@pytest.fixture
+def implicit_tls_server(certs: Certificates) -> Iterator[AiosmtpdServer]:
+    with AiosmtpdServer(implicit_tls=certs.server_context()) as server:
+        yield server
+
+
+@pytest.fixture
+def starttls_server(certs: Certificates) -> Iterator[AiosmtpdServer]:
+    with AiosmtpdServer(tls_context=certs.server_context()) as server:
+        yield server
+
+
+@pytest.fixture
+def untrusted_starttls_server(certs: Certificates) -> Iterator[AiosmtpdServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certs.unknown_server.configure_cert(context)
+    with AiosmtpdServer(tls_context=context) as server:
+        yield server
+
+
+# Implicit TLS -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_use_tls(
+    implicit_tls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = implicit_tls_server
+    async with anysmtp.AsyncSMTP(
+        hostname=server.host, port=server.port, use_tls=True, cert_bundle=certs.ca_file
+    ) as smtp:
+        assert smtp.get_transport_info("tls_version") in ("TLSv1.2", "TLSv1.3")
+        assert isinstance(smtp.sock, ssl.SSLSocket)
+        await smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert server.messages[0].data == MESSAGE
+
+
+@pytest.mark.anyio
+async def test_async_smtp_ssl_with_context(
+    implicit_tls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = implicit_tls_server
+    smtp = anysmtp.AsyncSMTP_SSL(
+        server.host, server.port, context=certs.client_context()
+    )
+    await smtp.connect()
+    await smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    await smtp.quit()
+    assert len(server.messages) == 1
+
+
+@pytest.mark.anyio
+async def test_send_with_use_tls(
+    implicit_tls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = implicit_tls_server
+    refused, _reply = await anysmtp.send(
+        MESSAGE,
+        sender="a@example.com",
+        recipients="b@example.com",
+        hostname=server.host,
+        port=server.port,
+        use_tls=True,
+        tls_context=certs.client_context(),
+    )
+    assert refused == {}
+    assert server.messages[0].data == MESSAGE
+
+
+def test_smtp_ssl_facade_with_context(
+    implicit_tls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = implicit_tls_server
+    with anysmtp.SMTP_SSL(
+        server.host, server.port, context=certs.client_context()
+    ) as s:
+        assert isinstance(s.sock, ssl.SSLSocket)
+        s.sendmail("a@example.com", "b@example.com", MESSAGE)
+    assert server.messages[0].data == MESSAGE
+
+
+def test_smtp_ssl_facade_default_context_does_not_verify(
+    implicit_tls_server: AiosmtpdServer,
+) -> None:
+    # smtplib's default context does not verify: a private CA connects.
+    server = implicit_tls_server
+    with anysmtp.SMTP_SSL(server.host, server.port) as s:
+        assert s.noop()[0] == 250
+
+
+@pytest.mark.anyio
+async def test_async_default_context_verifies(
+    implicit_tls_server: AiosmtpdServer,
+) -> None:
+    server = implicit_tls_server
+    smtp = anysmtp.AsyncSMTP(hostname=server.host, port=server.port, use_tls=True)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await smtp.connect()
+    assert not smtp.is_connected
+
+
+@pytest.mark.anyio
+async def test_use_tls_against_a_plain_server_explains(smtpd: AiosmtpdServer) -> None:
+    smtp = anysmtp.AsyncSMTP(
+        hostname=smtpd.host, port=smtpd.port, use_tls=True, validate_certs=False
+    )
+    with pytest.raises(anysmtp.SMTPTLSError, match="starttls") as caught:
+        await smtp.connect()
+    assert isinstance(caught.value, ssl.SSLError)
+    assert not smtp.is_connected
+
+
+def test_smtp_ssl_facade_against_a_plain_server_raises_ssl_error(
+    smtpd: AiosmtpdServer,
+) -> None:
+    with pytest.raises(ssl.SSLError):
+        anysmtp.SMTP_SSL(smtpd.host, smtpd.port)
+
+
+@pytest.mark.anyio
+async def test_handshake_timeout() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.sock.recv(65536)  # swallow the ClientHello, never answer
+        time.sleep(1)
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(
+            hostname=server.host,
+            port=server.port,
+            use_tls=True,
+            validate_certs=False,
+            timeout=0.3,
+        )
+        with pytest.raises(anysmtp.SMTPConnectTimeoutError):
+            await smtp.connect()
+        assert not smtp.is_connected
+
+
+# STARTTLS ----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_start_tls_none_upgrades_when_offered(
+    starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = starttls_server
+    smtp = anysmtp.AsyncSMTP(
+        hostname=server.host, port=server.port, cert_bundle=certs.ca_file
+    )
+    await smtp.connect()
+    assert isinstance(smtp.sock, ssl.SSLSocket)
+    assert not smtp.has_extn("starttls")  # the EHLO after the upgrade
+    # Code written for the older docs calls starttls() itself: a no-op now.
+    code, _message = await smtp.starttls()
+    assert code == 220
+    await smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    await smtp.quit()
+    assert server.messages[0].data == MESSAGE
+
+
+@pytest.mark.anyio
+async def test_start_tls_false_stays_plain(starttls_server: AiosmtpdServer) -> None:
+    server = starttls_server
+    async with anysmtp.AsyncSMTP(
+        hostname=server.host, port=server.port, start_tls=False
+    ) as smtp:
+        assert not isinstance(smtp.sock, ssl.SSLSocket)
+        assert smtp.ehlo_resp is None  # nothing was said after the greeting
+
+
+@pytest.mark.anyio
+async def test_start_tls_true_requires_the_extension() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"PIPELINING",))
+        conn.read_line()
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(hostname=server.host, port=server.port, start_tls=True)
+        with pytest.raises(anysmtp.SMTPNotSupportedError, match="plain text"):
+            await smtp.connect()
+        assert not smtp.is_connected
+    assert server.transcript.lower().startswith(b"ehlo ")
+    assert server.transcript.count(b"\r\n") == 1  # EHLO only: nothing in clear
+
+
+@pytest.mark.anyio
+async def test_explicit_starttls_verifies_and_resets_state(
+    starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = starttls_server
+    smtp = anysmtp.AsyncSMTP(hostname=server.host, port=server.port, start_tls=False)
+    await smtp.connect()
+    await smtp.ehlo()
+    assert smtp.has_extn("starttls")
+    code, _ = await smtp.starttls(context=certs.client_context())
+    assert code == 220
+    assert (smtp.ehlo_resp, smtp.esmtp_features, smtp.does_esmtp) == (None, {}, False)
+    await smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    await smtp.quit()
+    assert server.messages[0].data == MESSAGE
+
+
+@pytest.mark.anyio
+async def test_starttls_not_offered(smtpd: AiosmtpdServer) -> None:
+    async with anysmtp.AsyncSMTP(
+        hostname=smtpd.host, port=smtpd.port, start_tls=False
+    ) as smtp:
+        with pytest.raises(
+            anysmtp.SMTPNotSupportedError,
+            match=r"^STARTTLS extension not supported by server\.$",
+        ):
+            await smtp.starttls()
+
+
+@pytest.mark.anyio
+async def test_verification_failure_unknown_ca(
+    untrusted_starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = untrusted_starttls_server
+    smtp = anysmtp.AsyncSMTP(
+        hostname=server.host, port=server.port, cert_bundle=certs.ca_file
+    )
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await smtp.connect()
+    assert not smtp.is_connected
+
+
+@pytest.mark.anyio
+async def test_hostname_mismatch(
+    starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = starttls_server
+    smtp = anysmtp.AsyncSMTP(
+        hostname=server.host,
+        port=server.port,
+        cert_bundle=certs.ca_file,
+        server_hostname="mail.example.org",
+    )
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch|match"):
+        await smtp.connect()
+
+
+@pytest.mark.anyio
+async def test_server_hostname_used_for_verification(
+    starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = starttls_server
+    async with anysmtp.AsyncSMTP(
+        hostname=server.host,
+        port=server.port,
+        cert_bundle=certs.ca_file,
+        server_hostname="localhost",
+    ) as smtp:
+        assert isinstance(smtp.sock, ssl.SSLSocket)
+
+
+@pytest.mark.anyio
+async def test_client_certificate(certs: Certificates) -> None:
+    context = certs.server_context(require_client_cert=True)
+    with AiosmtpdServer(implicit_tls=context) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname=server.host,
+            port=server.port,
+            use_tls=True,
+            cert_bundle=certs.ca_file,
+            client_cert=certs.client_file,
+        ) as smtp:
+            await smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+        assert len(server.messages) == 1
+        without = anysmtp.AsyncSMTP(
+            hostname=server.host,
+            port=server.port,
+            use_tls=True,
+            cert_bundle=certs.ca_file,
+        )
+        with pytest.raises((ssl.SSLError, anysmtp.SMTPServerDisconnected)):
+            await without.connect()
+        without.close()
+
+
+@pytest.mark.anyio
+async def test_response_injection_before_the_handshake_is_ignored(
+    certs: Certificates,
+) -> None:
+    context = certs.server_context()
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"STARTTLS",))
+        conn.expect(b"STARTTLS")
+        # A man in the middle appends a reply to the STARTTLS answer.
+        conn.send(b"220 go ahead\r\n250 injected\r\n")
+        conn.start_tls(context)
+        conn.expect(b"ehlo ")
+        conn.send(b"250-scripted over tls\r\n250 SIZE 1000\r\n")
+        conn.expect(b"noop")
+        conn.send(b"250 genuine\r\n")
+        conn.expect(b"quit")
+        conn.send(b"221 bye\r\n")
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, cert_bundle=certs.ca_file
+        ) as smtp:
+            assert smtp.esmtp_features == {"size": "1000"}
+            assert await smtp.noop() == (250, b"genuine")
+
+
+def test_facade_starttls_with_context(
+    starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = starttls_server
+    with anysmtp.SMTP(server.host, server.port) as s:
+        assert not isinstance(s.sock, ssl.SSLSocket)  # never upgrades on its own
+        s.ehlo()
+        assert s.starttls(context=certs.client_context())[0] == 220
+        assert isinstance(s.sock, ssl.SSLSocket)
+        assert s.esmtp_features == {}
+        s.ehlo()
+        s.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert server.messages[0].data == MESSAGE
+
+
+def test_facade_starttls_default_context_does_not_verify(
+    untrusted_starttls_server: AiosmtpdServer,
+) -> None:
+    server = untrusted_starttls_server
+    with anysmtp.SMTP(server.host, server.port) as s:
+        assert s.starttls()[0] == 220
+        assert s.noop()[0] == 250
+
+
+def test_facade_starttls_keyfile_is_deprecated(
+    starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = starttls_server
+    with anysmtp.SMTP(server.host, server.port) as s:
+        with pytest.raises(ValueError, match="mutually exclusive"):
+            s.starttls(keyfile="k.pem", context=certs.client_context())
+        with pytest.warns(DeprecationWarning, match="keyfile and certfile"):
+            s.starttls(certfile=str(certs.client_file))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"use_tls": True, "start_tls": True}, "mutually exclusive"),
+        (
+            {"tls_context": ssl.create_default_context(), "cert_bundle": "x"},
+            "exclusive",
+        ),
+        ({"client_key": "key.pem"}, "client_key needs client_cert"),
+        ({"username": "u"}, "needs a password"),
+        ({"password": "p"}, "needs a username"),
+    ],
+)
+def test_conflicting_options(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        anysmtp.AsyncSMTP(hostname="localhost", **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("options", "port"),
+    [({"use_tls": True}, 465), ({"start_tls": True}, 587), ({}, 25)],
+)
+async def test_default_port_follows_the_mode(
+    options: dict[str, bool], port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smtp = anysmtp.AsyncSMTP(hostname="127.0.0.1", timeout=2, **options)  # type: ignore[arg-type]
+    smtp.set_debuglevel(1)
+    with pytest.raises(OSError):  # nothing listens there
+        await smtp.connect()
+    assert f"connect: to ('127.0.0.1', {port}) None" in capsys.readouterr().err
