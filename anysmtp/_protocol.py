@@ -180,7 +180,7 @@ class ReplyParser:
         :raises ReplyLimitError: the line is longer than ``max_line``.
         """
         buffer = self._buffer
-        end = buffer.find(b"\n", 0, self._max_line + 1)
+        end = buffer.find(b"\n", 0, self._max_line)
         if end < 0:
             if len(buffer) > self._max_line:
                 raise ReplyLimitError("Line too long.")
