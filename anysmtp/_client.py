@@ -62,6 +62,7 @@ from ._protocol import (
     DataEncoder,
     ReplyLimitError,
     addr_only,
+    check_address,
     fix_eols,
     format_command,
     quoteaddr,
@@ -359,11 +360,13 @@ class AsyncSMTP:
     @sock.setter
     def sock(self, value: socket.socket | None) -> None:
         if value is None:
-            self.close()
+            # smtplib code that sets ``sock = None`` forgets the socket, it
+            # does not close it.
+            self._transport = None
             return
         if self._transport is not None and value is self._transport.sock:
             return
-        self.close()
+        self._drop_connection()
         self._transport = Transport(value)
 
     @property
@@ -491,7 +494,7 @@ class AsyncSMTP:
             self.source_address = source_address
         timeout_value = self.timeout
         self._check_timeout(timeout_value)
-        self.close()
+        self._drop_connection()
         if sock is not None:
             self._adopt_sock = None
             new_socket = sock
@@ -520,7 +523,8 @@ class AsyncSMTP:
         # no longer holds (smtplib only forgets it in quit(), which breaks
         # sendmail() after a reconnect that followed an error).
         self._reset_session()
-        if self._use_tls:
+        # A ``_get_socket`` override may hand back a socket already wrapped.
+        if self._use_tls and not isinstance(new_socket, ssl.SSLSocket):
             await self._handshake(self._connect_tls_context(), timeout_value, port)
         try:
             code, msg = await self.getreply()
@@ -567,7 +571,7 @@ class AsyncSMTP:
             raise SMTPServerDisconnected("please run connect() first")
         server_hostname = self._tls_server_hostname()
         if server_hostname is None and context.check_hostname:
-            self.close()
+            self._drop_connection()
             raise ValueError(
                 "verifying the server's certificate needs its name: pass "
                 "server_hostname= (connecting by socket_path or sock gives none)"
@@ -575,10 +579,10 @@ class AsyncSMTP:
         try:
             await transport.start_tls(context, server_hostname, timeout)
         except ssl.SSLCertVerificationError:
-            self.close()
+            self._drop_connection()
             raise
         except ssl.SSLError as exc:
-            self.close()
+            self._drop_connection()
             if exc.reason in _NOT_TLS_REASONS:
                 raise SMTPTLSError(
                     f"the server did not answer in TLS ({exc.reason}): it does not "
@@ -588,7 +592,7 @@ class AsyncSMTP:
                 ) from exc
             raise
         except OSError:
-            self.close()
+            self._drop_connection()
             raise
 
     async def _after_greeting(self) -> None:
@@ -609,7 +613,7 @@ class AsyncSMTP:
                 self._starttls_reply = await self.starttls()
                 await self.ehlo_or_helo_if_needed()
             elif self._start_tls:
-                self.close()
+                self._drop_connection()
                 raise SMTPNotSupportedError(
                     "STARTTLS extension not supported by server, and start_tls=True "
                     "requires it: not continuing in plain text"
@@ -707,6 +711,11 @@ class AsyncSMTP:
 
     def close(self) -> None:
         """Close the connection, if any, without saying QUIT."""
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        # Where smtplib does not call close(), this does: a subclass's close()
+        # override only runs where smtplib would run it.
         transport = self._transport
         self._transport = None
         if transport is not None:
@@ -825,6 +834,7 @@ class AsyncSMTP:
                     raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
             optionlist = " " + " ".join(options)
         self._accepted_recipients = []
+        check_address(sender)
         await self.putcmd("mail", f"FROM:{quoteaddr(sender)}{optionlist}")
         return await self.getreply()
 
@@ -837,6 +847,7 @@ class AsyncSMTP:
         optionlist = ""
         if options and self.does_esmtp:
             optionlist = " " + " ".join(options)
+        check_address(recip)
         await self.putcmd("rcpt", f"TO:{quoteaddr(recip)}{optionlist}")
         reply = await self.getreply()
         if reply[0] in (250, 251):
@@ -862,7 +873,8 @@ class AsyncSMTP:
             raise SMTPDataError(code, repl)
         body = msg.encode("ascii") if isinstance(msg, str) else msg
         await self.send(DataEncoder.encode_all(body))
-        code, repl = reply = await self.getreply()
+        code, repl = await self.getreply()
+        reply = SMTPResponse(code, repl)
         if self.debuglevel > 0:
             self._print_debug("data:", (code, repl))
         self._last_data_response = reply
@@ -870,6 +882,7 @@ class AsyncSMTP:
 
     async def verify(self, address: str) -> SMTPResponse:
         """Send VRFY: ask whether an address is valid."""
+        check_address(address)
         await self.putcmd("vrfy", addr_only(address))
         return await self.getreply()
 
@@ -879,6 +892,7 @@ class AsyncSMTP:
 
     async def expn(self, address: str) -> SMTPResponse:
         """Send EXPN: ask to expand a mailing list."""
+        check_address(address)
         await self.putcmd("expn", addr_only(address))
         return await self.getreply()
 
@@ -1258,7 +1272,7 @@ class AsyncSMTP:
                 from_addr,
                 to_addrs,
                 mail_options,
-                smtputf8_supported=self.has_extn("smtputf8"),
+                smtputf8_supported=lambda: self.has_extn("smtputf8"),
             )
             return await self.sendmail(
                 prepared.sender,
@@ -1397,6 +1411,9 @@ class AsyncLMTP(AsyncSMTP):
     :param hostname: aiosmtplib's name for ``host``.
     :param socket_path: connect to this Unix domain socket.
     :param sock: use this already-connected socket.
+    :param start_tls: ``False`` (the default: LMTP is local delivery, RFC 2033)
+        never upgrades on its own; ``None`` upgrades when the server offers
+        STARTTLS; ``True`` requires it.
     """
 
     default_port: ClassVar[int] = LMTP_PORT
@@ -1413,6 +1430,7 @@ class AsyncLMTP(AsyncSMTP):
         hostname: str | None = None,
         socket_path: str | bytes | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
+        start_tls: bool | None = False,
     ) -> None:
         if host.startswith("/") and socket_path is None:
             host, socket_path = "", host
@@ -1425,8 +1443,7 @@ class AsyncLMTP(AsyncSMTP):
             hostname=hostname,
             socket_path=socket_path,
             sock=sock,
-            # LMTP is local delivery (RFC 2033): no automatic STARTTLS.
-            start_tls=False,
+            start_tls=start_tls,
         )
         self.lmtp_data_replies: list[tuple[str, SMTPResponse]] = []
 
@@ -1497,12 +1514,12 @@ class AsyncLMTP(AsyncSMTP):
         :raises SMTPDataError: the server did not answer DATA with 354.
         """
         recipients = self._accepted_recipients
-        reply = await super().data(msg)
-        replies = [reply]
+        self.lmtp_data_replies = []
+        replies = [SMTPResponse(*await super().data(msg))]
         for _ in recipients[1:]:
-            replies.append(await self.getreply())
+            replies.append(SMTPResponse(*await self.getreply()))
         self.lmtp_data_replies = list(zip(recipients, replies, strict=False))
-        refused = {
+        refused: SendErrors = {
             recipient: (each.code, each.message)
             for recipient, each in self.lmtp_data_replies
             if each.code != 250

@@ -151,8 +151,14 @@ class _Renderer:
             return False
         return not name.startswith("_") or name in PRIVATE_KEPT
 
-    def method(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    def method(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef, owner: str
+    ) -> list[str]:
         params, call = self.parameters(node.args)
+        # The async class's own function, not ``self._async.name``: when a sync
+        # subclass overrides a hook, the async client's attribute is a bridge
+        # back to that override, and ``super().name()`` must not loop into it.
+        call = ", ".join(["self._async", call]) if call else "self._async"
         returns = f" -> {self.expr(node.returns)}" if node.returns is not None else ""
         lines = [f"def {node.name}({', '.join(params)}){returns}:"]
         if len(_INDENT + lines[0]) > 88:
@@ -163,11 +169,10 @@ class _Renderer:
         if doc is not None:
             lines.append(_INDENT + doc)
         if isinstance(node, ast.AsyncFunctionDef):
-            lines.append(
-                f"{_INDENT}return self._call(lambda: self._async.{node.name}({call}))"
-            )
+            body = f"return self._call(lambda: {owner}.{node.name}({call}))"
         else:
-            lines.append(f"{_INDENT}return self._async.{node.name}({call})")
+            body = f"return {owner}.{node.name}({call})"
+        lines.append(_INDENT + body)
         return lines
 
     def proxy(
@@ -187,6 +192,7 @@ class _Renderer:
         return lines
 
     def members(self, cls: ast.ClassDef) -> list[list[str]]:
+        owner = cls.name
         setters = {
             node.name
             for node in cls.body
@@ -225,7 +231,7 @@ class _Renderer:
                         )
                     )
                 elif not decorators:
-                    members.append(self.method(node))
+                    members.append(self.method(node, owner))
         return members
 
     def sync_class(self, async_name: str, spec: SyncClassSpec) -> list[str]:
@@ -236,6 +242,7 @@ class _Renderer:
             lines += [_INDENT + doc, ""]
         self.names.add(async_name)
         lines += [
+            f"{_INDENT}_generated: ClassVar[bool] = True",
             f"{_INDENT}_async_class: ClassVar[type[AsyncSMTP]] = {async_name}",
             f"{_INDENT}_async: {async_name}",
         ]

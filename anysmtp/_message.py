@@ -14,7 +14,7 @@ import email.generator
 import email.message
 import email.utils
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ._errors import SMTPNotSupportedError
@@ -37,7 +37,7 @@ def prepare_message(
     to_addrs: str | Sequence[str] | None,
     mail_options: Sequence[str],
     *,
-    smtputf8_supported: bool,
+    smtputf8_supported: Callable[[], bool],
 ) -> PreparedMessage:
     """Work out the envelope of ``msg`` and flatten it with CRLF line endings.
 
@@ -46,7 +46,8 @@ def prepare_message(
         headers.
     :param mail_options: the caller's MAIL options; ``SMTPUTF8`` and
         ``BODY=8BITMIME`` are appended when an address needs them.
-    :param smtputf8_supported: whether the server advertised SMTPUTF8.
+    :param smtputf8_supported: tells whether the server advertised SMTPUTF8;
+        called only when an address needs it (as smtplib calls ``has_extn``).
     :raises ValueError: the message has more than one ``Resent-`` header block.
     :raises SMTPNotSupportedError: an address is not ASCII and the server does not
         support SMTPUTF8.
@@ -89,7 +90,7 @@ def prepare_message(
     try:
         "".join([from_addr, *recipients]).encode("ascii")
     except UnicodeEncodeError:
-        if not smtputf8_supported:
+        if not smtputf8_supported():
             raise SMTPNotSupportedError(
                 "One or more source or delivery addresses require"
                 " internationalized email support, but the server"

@@ -26,6 +26,7 @@ __all__ = [
     "_MAXLINE",
     "addr_only",
     "bCRLF",
+    "check_address",
     "fix_eols",
     "format_command",
     "quoteaddr",
@@ -73,6 +74,18 @@ def fix_eols(text: str) -> str:
     """Turn every line ending (CRLF, lone LF, lone CR) into CRLF (smtplib's
     ``_fix_eols``, without a regular expression)."""
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+
+
+def check_address(address: str) -> None:
+    """Refuse an address with control characters, before it is parsed.
+
+    :func:`email.utils.parseaddr` silently drops a CR or LF and what follows, so
+    ``quoteaddr`` alone would send a *different* address instead of failing.
+
+    :raises ValueError: ``address`` contains a C0 control character or DEL.
+    """
+    if _CONTROL.search(address) is not None:
+        raise ValueError(f"address contains prohibited control characters: {address!r}")
 
 
 # A dot-atom local part and a host name: what email.utils.parseaddr returns

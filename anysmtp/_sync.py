@@ -75,6 +75,7 @@ class SMTP(SyncClient):
     :raises ValueError: conflicting options.
     """
 
+    _generated: ClassVar[bool] = True
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP
     _async: AsyncSMTP
 
@@ -191,10 +192,10 @@ class SMTP(SyncClient):
 
         :param debuglevel: the level; ``0`` turns the output off.
         """
-        return self._async.set_debuglevel(debuglevel=debuglevel)
+        return AsyncSMTP.set_debuglevel(self._async, debuglevel=debuglevel)
 
     def _print_debug(self, *args: object) -> None:
-        return self._async._print_debug(*args)
+        return AsyncSMTP._print_debug(self._async, *args)
 
     def connect(
         self,
@@ -236,7 +237,7 @@ class SMTP(SyncClient):
             offer STARTTLS (the connection is closed).
         :raises ValueError: conflicting or invalid options (``timeout=0``).
         """
-        return self._call(lambda: self._async.connect(host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
+        return self._call(lambda: AsyncSMTP.connect(self._async, host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
 
     def send(self, s: str | bytes) -> None:
         """Send ``s`` to the server as it is.
@@ -247,7 +248,7 @@ class SMTP(SyncClient):
         :raises SMTPServerDisconnected: not connected, or the connection failed
             (it is closed then).
         """
-        return self._call(lambda: self._async.send(s=s))
+        return self._call(lambda: AsyncSMTP.send(self._async, s=s))
 
     def putcmd(self, cmd: str, args: str = "") -> None:
         """Send one command line.
@@ -257,7 +258,7 @@ class SMTP(SyncClient):
         :raises ValueError: CR, LF or another control character in the line;
             nothing is sent.
         """
-        return self._call(lambda: self._async.putcmd(cmd=cmd, args=args))
+        return self._call(lambda: AsyncSMTP.putcmd(self._async, cmd=cmd, args=args))
 
     def getreply(self) -> SMTPResponse:
         """Read one reply from the server.
@@ -270,7 +271,7 @@ class SMTP(SyncClient):
             long (the connection is closed).
         :raises SMTPReadTimeoutError: no reply within ``timeout``.
         """
-        return self._call(lambda: self._async.getreply())
+        return self._call(lambda: AsyncSMTP.getreply(self._async))
 
     def docmd(self, cmd: str, args: str = "") -> SMTPResponse:
         """Send a command and return the server's reply.
@@ -278,11 +279,11 @@ class SMTP(SyncClient):
         :param cmd: the verb.
         :param args: its arguments.
         """
-        return self._call(lambda: self._async.docmd(cmd=cmd, args=args))
+        return self._call(lambda: AsyncSMTP.docmd(self._async, cmd=cmd, args=args))
 
     def close(self) -> None:
         """Close the connection, if any, without saying QUIT."""
-        return self._async.close()
+        return AsyncSMTP.close(self._async)
 
     def get_transport_info(self, key: str) -> Any:
         """Details of the connection by name.
@@ -293,7 +294,7 @@ class SMTP(SyncClient):
         :raises SMTPServerDisconnected: not connected.
         :raises KeyError: an unknown key.
         """
-        return self._async.get_transport_info(key=key)
+        return AsyncSMTP.get_transport_info(self._async, key=key)
 
     def helo(self, name: str = "") -> SMTPResponse:
         """Send HELO.
@@ -301,7 +302,7 @@ class SMTP(SyncClient):
         :param name: the name to announce; by default ``local_hostname``.
         :returns: the reply; its message is also kept in ``helo_resp``.
         """
-        return self._call(lambda: self._async.helo(name=name))
+        return self._call(lambda: AsyncSMTP.helo(self._async, name=name))
 
     def ehlo(self, name: str = "") -> SMTPResponse:
         """Send EHLO (LHLO for LMTP) and record the server's extensions.
@@ -312,35 +313,35 @@ class SMTP(SyncClient):
         :raises SMTPServerDisconnected: the server closed the connection instead
             of answering.
         """
-        return self._call(lambda: self._async.ehlo(name=name))
+        return self._call(lambda: AsyncSMTP.ehlo(self._async, name=name))
 
     def has_extn(self, opt: str) -> bool:
         """Whether the server advertised the extension ``opt`` (any case)."""
-        return self._async.has_extn(opt=opt)
+        return AsyncSMTP.has_extn(self._async, opt=opt)
 
     def supports_extension(self, extension: str, /) -> bool:
         """Whether the server advertised ``extension`` (aiosmtplib's name for
         :meth:`has_extn`)."""
-        return self._async.supports_extension(extension)
+        return AsyncSMTP.supports_extension(self._async, extension)
 
     def help(self, args: str = "") -> bytes:
         """Send HELP and return the message of the reply.
 
         :param args: the topic, if any.
         """
-        return self._call(lambda: self._async.help(args=args))
+        return self._call(lambda: AsyncSMTP.help(self._async, args=args))
 
     def rset(self) -> SMTPResponse:
         """Send RSET: abort the current mail transaction."""
-        return self._call(lambda: self._async.rset())
+        return self._call(lambda: AsyncSMTP.rset(self._async))
 
     def _rset(self) -> None:
         """RSET that ignores a lost connection (the next command reports it)."""
-        return self._call(lambda: self._async._rset())
+        return self._call(lambda: AsyncSMTP._rset(self._async))
 
     def noop(self) -> SMTPResponse:
         """Send NOOP."""
-        return self._call(lambda: self._async.noop())
+        return self._call(lambda: AsyncSMTP.noop(self._async))
 
     def mail(self, sender: str, options: Sequence[str] = ()) -> SMTPResponse:
         """Send MAIL FROM: start a mail transaction.
@@ -352,7 +353,7 @@ class SMTP(SyncClient):
         :raises SMTPNotSupportedError: ``SMTPUTF8`` is asked for and the server does
             not support it.
         """
-        return self._call(lambda: self._async.mail(sender=sender, options=options))
+        return self._call(lambda: AsyncSMTP.mail(self._async, sender=sender, options=options))
 
     def rcpt(self, recip: str, options: Sequence[str] = ()) -> SMTPResponse:
         """Send RCPT TO for one recipient.
@@ -360,7 +361,7 @@ class SMTP(SyncClient):
         :param recip: the recipient's address.
         :param options: ESMTP parameters (for example DSN's ``NOTIFY=``).
         """
-        return self._call(lambda: self._async.rcpt(recip=recip, options=options))
+        return self._call(lambda: AsyncSMTP.rcpt(self._async, recip=recip, options=options))
 
     def data(self, msg: str | bytes) -> SMTPResponse:
         """Send DATA and then the message.
@@ -373,26 +374,26 @@ class SMTP(SyncClient):
         :raises SMTPDataError: the server did not answer DATA with 354.
         :raises UnicodeEncodeError: a ``str`` message is not ASCII.
         """
-        return self._call(lambda: self._async.data(msg=msg))
+        return self._call(lambda: AsyncSMTP.data(self._async, msg=msg))
 
     def verify(self, address: str) -> SMTPResponse:
         """Send VRFY: ask whether an address is valid."""
-        return self._call(lambda: self._async.verify(address=address))
+        return self._call(lambda: AsyncSMTP.verify(self._async, address=address))
 
     def vrfy(self, address: str) -> SMTPResponse:
         """Send VRFY (the same as :meth:`verify`)."""
-        return self._call(lambda: self._async.vrfy(address=address))
+        return self._call(lambda: AsyncSMTP.vrfy(self._async, address=address))
 
     def expn(self, address: str) -> SMTPResponse:
         """Send EXPN: ask to expand a mailing list."""
-        return self._call(lambda: self._async.expn(address=address))
+        return self._call(lambda: AsyncSMTP.expn(self._async, address=address))
 
     def ehlo_or_helo_if_needed(self) -> None:
         """Send EHLO, or HELO if EHLO fails, unless one was done this session.
 
         :raises SMTPHeloError: the server refused HELO too.
         """
-        return self._call(lambda: self._async.ehlo_or_helo_if_needed())
+        return self._call(lambda: AsyncSMTP.ehlo_or_helo_if_needed(self._async))
 
     def starttls(
         self,
@@ -422,7 +423,7 @@ class SMTP(SyncClient):
         :raises ssl.SSLError: the handshake failed.
         :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
         """
-        return self._call(lambda: self._async.starttls(keyfile=keyfile, certfile=certfile, context=context, server_hostname=server_hostname))
+        return self._call(lambda: AsyncSMTP.starttls(self._async, keyfile=keyfile, certfile=certfile, context=context, server_hostname=server_hostname))
 
     def auth(
         self,
@@ -448,20 +449,20 @@ class SMTP(SyncClient):
         :raises SMTPException: the server kept sending challenges (more than
             ``_MAXCHALLENGE``).
         """
-        return self._call(lambda: self._async.auth(mechanism=mechanism, authobject=authobject, initial_response_ok=initial_response_ok))
+        return self._call(lambda: AsyncSMTP.auth(self._async, mechanism=mechanism, authobject=authobject, initial_response_ok=initial_response_ok))
 
     def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
         """The CRAM-MD5 authobject (no initial response); uses ``user`` and
         ``password``."""
-        return self._async.auth_cram_md5(challenge=challenge)
+        return AsyncSMTP.auth_cram_md5(self._async, challenge=challenge)
 
     def auth_plain(self, challenge: bytes | None = None) -> str:
         """The PLAIN authobject; uses ``user`` and ``password``."""
-        return self._async.auth_plain(challenge=challenge)
+        return AsyncSMTP.auth_plain(self._async, challenge=challenge)
 
     def auth_login(self, challenge: bytes | None = None) -> str:
         """The LOGIN authobject; uses ``user`` and ``password``."""
-        return self._async.auth_login(challenge=challenge)
+        return AsyncSMTP.auth_login(self._async, challenge=challenge)
 
     def login(
         self,
@@ -486,7 +487,7 @@ class SMTP(SyncClient):
         :raises SMTPAuthenticationError: the server refused (the last error).
         :raises ValueError: NUL, CR or LF in the user name or password.
         """
-        return self._call(lambda: self._async.login(user=user, password=password, initial_response_ok=initial_response_ok))
+        return self._call(lambda: AsyncSMTP.login(self._async, user=user, password=password, initial_response_ok=initial_response_ok))
 
     def login_oauth(
         self,
@@ -507,7 +508,7 @@ class SMTP(SyncClient):
         :raises SMTPException: the server offers neither OAuth mechanism.
         :raises SMTPAuthenticationError: the server refused the token.
         """
-        return self._call(lambda: self._async.login_oauth(user=user, token=token, mechanism=mechanism))
+        return self._call(lambda: AsyncSMTP.login_oauth(self._async, user=user, token=token, mechanism=mechanism))
 
     def sendmail(
         self,
@@ -537,7 +538,7 @@ class SMTP(SyncClient):
         :raises SMTPNotSupportedError: ``SMTPUTF8`` is in ``mail_options`` and the
             server does not support it.
         """
-        return self._call(lambda: self._async.sendmail(from_addr=from_addr, to_addrs=to_addrs, msg=msg, mail_options=mail_options, rcpt_options=rcpt_options))
+        return self._call(lambda: AsyncSMTP.sendmail(self._async, from_addr=from_addr, to_addrs=to_addrs, msg=msg, mail_options=mail_options, rcpt_options=rcpt_options))
 
     def send_message(
         self,
@@ -565,14 +566,14 @@ class SMTP(SyncClient):
         :raises SMTPNotSupportedError: an address needs SMTPUTF8 and the server
             does not support it.
         """
-        return self._call(lambda: self._async.send_message(msg=msg, from_addr=from_addr, to_addrs=to_addrs, mail_options=mail_options, rcpt_options=rcpt_options))
+        return self._call(lambda: AsyncSMTP.send_message(self._async, msg=msg, from_addr=from_addr, to_addrs=to_addrs, mail_options=mail_options, rcpt_options=rcpt_options))
 
     def quit(self) -> SMTPResponse:
         """Send QUIT and close the connection.
 
         After it, a new :meth:`connect` starts a fresh session (EHLO again).
         """
-        return self._call(lambda: self._async.quit())
+        return self._call(lambda: AsyncSMTP.quit(self._async))
 
 
 class SMTP_SSL(SyncSMTPSSLInit, SMTP):
@@ -592,6 +593,7 @@ class SMTP_SSL(SyncSMTPSSLInit, SMTP):
     :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
     """
 
+    _generated: ClassVar[bool] = True
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP_SSL
     _async: AsyncSMTP_SSL
 
@@ -613,8 +615,12 @@ class LMTP(SyncLMTPInit, SMTP):
     :param hostname: aiosmtplib's name for ``host``.
     :param socket_path: connect to this Unix domain socket.
     :param sock: use this already-connected socket.
+    :param start_tls: ``False`` (the default: LMTP is local delivery, RFC 2033)
+        never upgrades on its own; ``None`` upgrades when the server offers
+        STARTTLS; ``True`` requires it.
     """
 
+    _generated: ClassVar[bool] = True
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncLMTP
     _async: AsyncLMTP
 
@@ -649,7 +655,7 @@ class LMTP(SyncLMTPInit, SMTP):
         :param start_tls: replaces the client's ``start_tls`` from now on.
         :returns: the greeting.
         """
-        return self._call(lambda: self._async.connect(host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
+        return self._call(lambda: AsyncLMTP.connect(self._async, host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
 
     def data(self, msg: str | bytes) -> SMTPResponse:
         """Send DATA and the message, then read one reply per accepted recipient.
@@ -662,4 +668,4 @@ class LMTP(SyncLMTPInit, SMTP):
             first failure.
         :raises SMTPDataError: the server did not answer DATA with 354.
         """
-        return self._call(lambda: self._async.data(msg=msg))
+        return self._call(lambda: AsyncLMTP.data(self._async, msg=msg))

@@ -7,6 +7,8 @@ bridge that runs each coroutine of the wrapped async client in a portal.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import socket
 import ssl
@@ -14,8 +16,9 @@ import warnings
 from collections.abc import Awaitable, Callable
 from smtplib import LMTP_PORT
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar, cast
 
+import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
@@ -36,11 +39,70 @@ def _resolve_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
-class SyncClient:
-    """The base of the sync clients: an async client driven through a portal."""
+#: Generated functions by name: what is *not* one of these is an override.
+_GENERATED_FUNCTIONS: dict[str, set[object]] = {}
+#: Bumped whenever a hookable name is assigned on a facade class or instance,
+#: so each client re-checks its overrides only when something changed.
+_hook_epoch = 0
+
+
+def _bump_hook_epoch() -> None:
+    global _hook_epoch
+    _hook_epoch += 1
+
+
+class _FacadeMeta(type):
+    """Notices class-level monkeypatches of hookable methods."""
+
+    def __setattr__(cls, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name in _GENERATED_FUNCTIONS:
+            _bump_hook_epoch()
+
+    def __delattr__(cls, name: str) -> None:
+        super().__delattr__(name)
+        if name in _GENERATED_FUNCTIONS:
+            _bump_hook_epoch()
+
+
+def _function_of(attribute: object) -> object:
+    return getattr(attribute, "__func__", attribute)
+
+
+class SyncClient(metaclass=_FacadeMeta):
+    """The base of the sync clients: an async client driven through a portal.
+
+    **Hooks.**  smtplib code overrides methods (``send``, ``putcmd``, ``data``,
+    ``_get_socket``...) in subclasses or patches them on instances, and expects
+    smtplib's composite methods to call the override.  Before each call the
+    client compares its methods with the generated ones (only when a hookable
+    name was assigned somewhere since the last check); for every override it
+    gives the async client a *bridge* under that name, which runs the override
+    (in a worker thread for coroutines, so it can call back into the portal).
+    Without overrides nothing is bridged and each call is one portal hop.
+    """
 
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP
     _async: AsyncSMTP
+    _hooks_seen: int = -1
+    _bridged: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_generated"):
+            for name, value in cls.__dict__.items():
+                if inspect.isfunction(value) and not name.startswith("__"):
+                    _GENERATED_FUNCTIONS.setdefault(name, set()).add(value)
+            _GENERATED_FUNCTIONS.setdefault("_get_socket", set()).add(
+                SyncClient.__dict__["_get_socket"]
+            )
+        elif any(name in _GENERATED_FUNCTIONS for name in cls.__dict__):
+            _bump_hook_epoch()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in _GENERATED_FUNCTIONS:
+            _bump_hook_epoch()
 
     def __init__(
         self,
@@ -130,8 +192,52 @@ class SyncClient:
         """Run one coroutine of the async client and return its result."""
         if self._pid != os.getpid():
             self._adopt_process()
+        if self._hooks_seen != _hook_epoch:
+            self._refresh_hooks()
         portal = self._portal if self._portal is not None else get_portal()
         return run_in_portal(portal, func, self._async.close)
+
+    def _get_socket(self, host: str, port: int, timeout: float | None) -> socket.socket:
+        """Open the TCP connection (smtplib's hook: override it for a proxy).
+
+        :returns: a connected socket in blocking mode with ``timeout``.
+        """
+        sock = self._call(
+            lambda: AsyncSMTP._get_socket(self._async, host, port, timeout)
+        )
+        sock.settimeout(timeout)
+        return sock
+
+    def _refresh_hooks(self) -> None:
+        """Bridge the async client's methods to this object's overrides."""
+        self._hooks_seen = _hook_epoch
+        client = self._async
+        overridden: set[str] = set()
+        for name, generated in _GENERATED_FUNCTIONS.items():
+            current = _function_of(getattr(self, name, None))
+            if current is not None and current not in generated:
+                overridden.add(name)
+        for name in self._bridged - overridden:
+            client.__dict__.pop(name, None)
+        for name in overridden:
+            client.__dict__[name] = self._bridge(name)
+        self._bridged = frozenset(overridden)
+
+    def _bridge(self, name: str) -> Callable[..., Any]:
+        target = getattr(type(self._async), name, None)
+        if not inspect.iscoroutinefunction(target):
+            # A plain method (``_print_debug``, ``has_extn``...): the override
+            # runs where the async client calls it.
+            return cast(Callable[..., Any], getattr(self, name))
+
+        async def bridge(*args: Any, **kwargs: Any) -> Any:
+            # Looked up at each call, so a later patch is what runs.
+            override = getattr(self, name)
+            return await anyio.to_thread.run_sync(
+                functools.partial(override, *args, **kwargs)
+            )
+
+        return bridge
 
     def _adopt_process(self) -> None:
         # A forked child shares the parent's socket: using it would interleave

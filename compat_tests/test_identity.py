@@ -66,21 +66,7 @@ def test_except_smtplib_catches_what_anysmtp_raises(name: str) -> None:
     assert caught.value is error
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="anysmtp has no SMTP_SSL yet (smtplib.__all__ has it)",
-            ),
-        )
-        if name == "SMTP_SSL"
-        else name
-        for name in smtplib.__all__
-    ],
-)
+@pytest.mark.parametrize("name", smtplib.__all__)
 def test_every_name_in_smtplib_all_exists(name: str) -> None:
     assert hasattr(anysmtp, name)
     assert name in anysmtp.__all__

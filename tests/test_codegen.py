@@ -38,7 +38,7 @@ def test_a_new_async_method_appears_in_the_facade() -> None:
     )
     rendered = _codegen.render(source.replace(anchor, added + anchor, 1))
     assert "    def turn(self, arg: int = 1) -> SMTPResponse:" in rendered
-    assert "self._call(lambda: self._async.turn(arg=arg))" in rendered
+    assert "self._call(lambda: AsyncSMTP.turn(self._async, arg=arg))" in rendered
 
 
 @pytest.mark.parametrize(
