@@ -46,6 +46,7 @@ from ._errors import (
     SMTPConnectTimeoutError,
     SMTPDataError,
     SMTPException,
+    SMTPGreetingTimeoutError,
     SMTPHeloError,
     SMTPNotSupportedError,
     SMTPReadTimeoutError,
@@ -535,7 +536,7 @@ class AsyncSMTP:
                     " (a server on port 465 expects TLS at once: use "
                     "use_tls=True or SMTP_SSL)"
                 )
-            raise SMTPConnectTimeoutError(
+            raise SMTPGreetingTimeoutError(
                 f"Timed out waiting for the server's greeting after "
                 f"{timeout_value} seconds{hint}"
             ) from exc

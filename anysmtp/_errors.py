@@ -27,6 +27,7 @@ __all__ = [
     "SMTPConnectTimeoutError",
     "SMTPDataError",
     "SMTPException",
+    "SMTPGreetingTimeoutError",
     "SMTPHeloError",
     "SMTPNotSupportedError",
     "SMTPReadTimeoutError",
@@ -52,8 +53,19 @@ class SMTPConnectTimeoutError(SMTPTimeoutError):
     """Connecting (TCP, TLS handshake or the server's greeting) timed out."""
 
 
-class SMTPReadTimeoutError(SMTPTimeoutError):
-    """The server did not answer a command (or accept data) within the timeout."""
+class SMTPReadTimeoutError(SMTPTimeoutError, SMTPServerDisconnected):
+    """The server did not answer a command (or accept data) within the timeout.
+
+    It is also an :exc:`smtplib.SMTPServerDisconnected`, which is what smtplib
+    raises for a read timeout: ``except SMTPServerDisconnected`` keeps working.
+    """
+
+
+class SMTPGreetingTimeoutError(SMTPConnectTimeoutError, SMTPReadTimeoutError):
+    """The server accepted the connection but sent no greeting in time.
+
+    A connect timeout for aiosmtplib's users, a disconnection for smtplib's.
+    """
 
 
 class SMTPTLSError(SMTPException, ssl.SSLError):

@@ -43,14 +43,16 @@ async def test_send_message_object(smtpd: AiosmtpdServer) -> None:
 
 
 async def test_tasks_sharing_a_client_take_turns(smtpd: AiosmtpdServer) -> None:
-    async with anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port) as smtp:
-        async with anyio.create_task_group() as group:
-            for index in range(5):
-                message = EmailMessage()
-                message["From"] = f"sender{index}@example.com"
-                message["To"] = "rcpt@example.com"
-                message.set_content(f"message {index}")
-                group.start_soon(smtp.send_message, message)
+    async with (
+        anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port) as smtp,
+        anyio.create_task_group() as group,
+    ):
+        for index in range(5):
+            message = EmailMessage()
+            message["From"] = f"sender{index}@example.com"
+            message["To"] = "rcpt@example.com"
+            message.set_content(f"message {index}")
+            group.start_soon(smtp.send_message, message)
     assert sorted(m.mail_from for m in smtpd.messages) == [
         f"sender{index}@example.com" for index in range(5)
     ]

@@ -1,0 +1,414 @@
+"""AsyncLMTP (RFC 2033) against scripted servers, on every backend.
+
+LMTP greets with LHLO and, after the end of the data, answers once for every
+recipient that RCPT accepted, in order.  smtplib's LMTP reads only the first of
+those replies; anysmtp reads them all and reports the recipients whose delivery
+failed as refused ones.  Where a session has one recipient the two agree, and
+those scenarios also run against the stdlib's :class:`smtplib.LMTP`.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+import anysmtp
+from tests.servers import ScriptedConnection, ScriptedServer
+from tests.test_transport import UnixScriptedServer
+
+pytestmark = pytest.mark.anyio
+
+Script = Callable[[ScriptedConnection], None]
+
+LOCAL = "client.example"
+LHLO = b"lhlo client.example\r\n"
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CAROL = "carol@example.com"
+DAVE = "dave@example.com"
+MAIL = b"mail FROM:<alice@example.com>\r\n"
+RCPT_BOB = b"rcpt TO:<bob@example.com>\r\n"
+RCPT_CAROL = b"rcpt TO:<carol@example.com>\r\n"
+RCPT_DAVE = b"rcpt TO:<dave@example.com>\r\n"
+DATA = b"data\r\n"
+RSET = b"rset\r\n"
+MESSAGE = b"Subject: lmtp\r\n\r\n.dot\r\nbody\r\n"
+MESSAGE_WIRE = b"Subject: lmtp\r\n\r\n..dot\r\nbody\r\n.\r\n"
+
+
+def drain(conn: ScriptedConnection) -> None:
+    """Read (and so record) whatever the client still sends until it closes."""
+    while conn.read_line():
+        pass
+
+
+def exchange(conn: ScriptedConnection, *steps: tuple[bytes, bytes]) -> None:
+    """For each step, expect a command starting with ``prefix`` and answer it."""
+    for prefix, reply in steps:
+        conn.expect(prefix)
+        conn.send(reply)
+
+
+def lmtp_transaction(
+    rcpt_replies: list[bytes], data_replies: bytes, *, then: Script = drain
+) -> Script:
+    """Greeting, LHLO, MAIL, one RCPT per reply given, DATA, the message, then
+    ``data_replies`` (all the per-recipient replies in one write), then ``then``.
+    """
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(
+            conn,
+            (b"lhlo", b"250-lmtp\r\n250 8BITMIME\r\n"),
+            (b"mail", b"250 ok\r\n"),
+        )
+        for reply in rcpt_replies:
+            exchange(conn, (b"rcpt", reply))
+        exchange(conn, (b"data", b"354 go ahead\r\n"))
+        conn.read_data()
+        conn.send(data_replies)
+        then(conn)
+
+    return script
+
+
+def noop_then_quit(conn: ScriptedConnection) -> None:
+    """Proves the client read every reply: the next one must be NOOP's."""
+    exchange(conn, (b"noop", b"250 noop ok\r\n"), (b"quit", b"221 bye\r\n"))
+
+
+def rset_noop_quit(conn: ScriptedConnection) -> None:
+    exchange(conn, (b"rset", b"250 reset\r\n"))
+    noop_then_quit(conn)
+
+
+def lmtp_client(server: ScriptedServer, timeout: float = 5) -> anysmtp.AsyncLMTP:
+    """An AsyncLMTP for the scripted server (not connected yet)."""
+    return anysmtp.AsyncLMTP(
+        server.host, server.port, local_hostname=LOCAL, timeout=timeout
+    )
+
+
+# The class --------------------------------------------------------------------
+
+
+def test_lmtp_class_defaults() -> None:
+    assert anysmtp.AsyncLMTP.default_port == smtplib.LMTP_PORT == 2003
+    assert anysmtp.AsyncLMTP.ehlo_msg == "lhlo"
+    assert issubclass(anysmtp.AsyncLMTP, anysmtp.AsyncSMTP)
+    assert anysmtp.AsyncLMTP().lmtp_data_replies == []
+
+
+# One reply per recipient -------------------------------------------------------
+
+
+async def test_one_recipient_fails_at_data_stage() -> None:
+    script = lmtp_transaction(
+        [b"250 ok\r\n"] * 3,
+        b"250 2.0.0 bob delivered\r\n"
+        b"452 4.2.2 carol over quota\r\n"
+        b"250 2.0.0 dave delivered\r\n",
+        then=noop_then_quit,
+    )
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
+        assert refused == {CAROL: (452, b"4.2.2 carol over quota")}
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (250, b"2.0.0 bob delivered")),
+            (CAROL, (452, b"4.2.2 carol over quota")),
+            (DAVE, (250, b"2.0.0 dave delivered")),
+        ]
+        # Every reply was consumed: the next one read is NOOP's.
+        assert await lmtp.noop() == (250, b"noop ok")
+        assert await lmtp.quit() == (221, b"bye")
+    assert server.transcript == (
+        LHLO
+        + MAIL
+        + RCPT_BOB
+        + RCPT_CAROL
+        + RCPT_DAVE
+        + DATA
+        + MESSAGE_WIRE
+        + b"noop\r\nquit\r\n"
+    )
+    # One message transmission, for all three recipients.
+    assert server.transcript.count(DATA) == 1
+    assert server.transcript.count(MESSAGE_WIRE) == 1
+
+
+async def test_replies_arriving_one_by_one() -> None:
+    def then(conn: ScriptedConnection) -> None:
+        conn.send(b"250 carol delivered\r\n")
+        noop_then_quit(conn)
+
+    script = lmtp_transaction(
+        [b"250 ok\r\n", b"250 ok\r\n"], b"550 5.1.1 bob unknown\r\n", then=then
+    )
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        refused = await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
+        # The first recipient failed but the second got it: no error, no RSET.
+        assert refused == {BOB: (550, b"5.1.1 bob unknown")}
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+    assert RSET not in server.transcript
+
+
+async def test_all_recipients_fail_at_data_stage() -> None:
+    script = lmtp_transaction(
+        [b"250 ok\r\n", b"250 ok\r\n"],
+        b"452 4.2.2 bob over quota\r\n554 5.6.0 carol rejects it\r\n",
+        then=rset_noop_quit,
+    )
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        with pytest.raises(anysmtp.SMTPDataError) as caught:
+            await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
+        assert caught.value.args == (452, b"4.2.2 bob over quota")
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (452, b"4.2.2 bob over quota")),
+            (CAROL, (554, b"5.6.0 carol rejects it")),
+        ]
+        assert lmtp.is_connected
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+    assert server.transcript == (
+        LHLO
+        + MAIL
+        + RCPT_BOB
+        + RCPT_CAROL
+        + DATA
+        + MESSAGE_WIRE
+        + RSET
+        + b"noop\r\nquit\r\n"
+    )
+
+
+async def test_only_accepted_recipients_get_a_data_reply() -> None:
+    script = lmtp_transaction(
+        [b"250 ok\r\n", b"550 5.1.1 no such user\r\n", b"251 will forward\r\n"],
+        b"250 bob delivered\r\n451 4.3.0 dave deferred\r\n",
+        then=noop_then_quit,
+    )
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
+        assert refused == {
+            CAROL: (550, b"5.1.1 no such user"),
+            DAVE: (451, b"4.3.0 dave deferred"),
+        }
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (250, b"bob delivered")),
+            (DAVE, (451, b"4.3.0 dave deferred")),
+        ]
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+    assert server.transcript.count(MESSAGE_WIRE) == 1
+
+
+async def test_missing_data_reply_times_out() -> None:
+    # Two accepted recipients but only one reply: the client waits for the
+    # second one and must not take it from the next command.
+    script = lmtp_transaction([b"250 ok\r\n", b"250 ok\r\n"], b"250 bob delivered\r\n")
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server, timeout=0.2)
+        await lmtp.connect()
+        with pytest.raises(anysmtp.SMTPReadTimeoutError):
+            await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
+        assert not lmtp.is_connected
+
+
+async def test_server_closes_between_data_replies() -> None:
+    def then(conn: ScriptedConnection) -> None:
+        pass  # closes after the first recipient's reply
+
+    script = lmtp_transaction(
+        [b"250 ok\r\n", b"250 ok\r\n"], b"250 bob ok\r\n", then=then
+    )
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        with pytest.raises(anysmtp.SMTPServerDisconnected):
+            await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
+        assert not lmtp.is_connected
+
+
+async def test_second_transaction_replaces_the_replies() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        lmtp_transaction(
+            [b"250 ok\r\n", b"250 ok\r\n"],
+            b"250 bob ok\r\n250 carol ok\r\n",
+            then=lambda conn: None,
+        )(conn)
+        exchange(
+            conn,
+            (b"mail", b"250 ok\r\n"),
+            (b"rcpt", b"250 ok\r\n"),
+            (b"data", b"354 go ahead\r\n"),
+        )
+        conn.read_data()
+        conn.send(b"250 dave ok\r\n")
+        noop_then_quit(conn)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        assert await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE) == {}
+        assert await lmtp.sendmail(ALICE, [DAVE], MESSAGE) == {}
+        assert lmtp.lmtp_data_replies == [(DAVE, (250, b"dave ok"))]
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+
+
+async def test_refused_data_command_leaves_no_stale_replies() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        lmtp_transaction([b"250 ok\r\n"], b"250 bob ok\r\n", then=lambda conn: None)(
+            conn
+        )
+        exchange(
+            conn,
+            (b"mail", b"250 ok\r\n"),
+            (b"rcpt", b"250 ok\r\n"),
+            (b"data", b"503 5.5.1 no\r\n"),
+        )
+        noop_then_quit(conn)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        assert await lmtp.sendmail(ALICE, [BOB], MESSAGE) == {}
+        with pytest.raises(anysmtp.SMTPDataError):
+            await lmtp.sendmail(ALICE, [CAROL], MESSAGE)
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+        assert lmtp.lmtp_data_replies == []
+
+
+# Like smtplib.LMTP with one recipient ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data_reply", "expected"),
+    [
+        pytest.param(b"250 delivered\r\n", {}, id="delivered"),
+        pytest.param(
+            b"452 4.2.2 over quota\r\n",
+            (anysmtp.SMTPDataError, (452, b"4.2.2 over quota")),
+            id="refused",
+        ),
+    ],
+)
+async def test_single_recipient_like_smtplib(
+    data_reply: bytes, expected: object
+) -> None:
+    then = noop_then_quit if data_reply.startswith(b"250") else rset_noop_quit
+    script = lmtp_transaction([b"250 ok\r\n"], data_reply, then=then)
+
+    def run_smtplib() -> tuple[object, bytes]:
+        with (
+            ScriptedServer(script) as server,
+            smtplib.LMTP(server.host, server.port, LOCAL) as client,
+        ):
+            try:
+                result: object = client.sendmail(ALICE, [BOB], MESSAGE)
+            except smtplib.SMTPException as exc:
+                result = (type(exc), exc.args)
+            assert client.noop() == (250, b"noop ok")
+            client.quit()
+        return result, bytes(server.transcript)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        try:
+            result: object = await lmtp.sendmail(ALICE, [BOB], MESSAGE)
+        except smtplib.SMTPException as exc:
+            result = (type(exc), exc.args)
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+    assert result == expected
+    assert (result, bytes(server.transcript)) == await anyio.to_thread.run_sync(
+        run_smtplib
+    )
+
+
+async def test_lhlo_refused_falls_back_like_smtplib() -> None:
+    # smtplib's LMTP inherits ehlo_or_helo_if_needed: a refused LHLO is followed
+    # by HELO.
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(
+            conn,
+            (b"lhlo", b"500 what\r\n"),
+            (b"helo", b"501 no\r\n"),
+        )
+        drain(conn)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        with pytest.raises(anysmtp.SMTPHeloError) as caught:
+            await lmtp.sendmail(ALICE, [BOB], MESSAGE)
+        assert caught.value.args == (501, b"no")
+        lmtp.close()
+    assert server.transcript == LHLO + b"helo client.example\r\n"
+
+
+# Unix sockets -------------------------------------------------------------------
+
+
+def lmtp_greet_lhlo_quit(conn: ScriptedConnection) -> None:
+    conn.send(b"220 lmtp ready\r\n")
+    exchange(conn, (b"lhlo", b"250 lmtp\r\n"), (b"quit", b"221 bye\r\n"))
+
+
+@pytest.mark.parametrize("how", ["host", "connect", "socket_path"])
+async def test_absolute_path_is_a_unix_socket(how: str) -> None:
+    with UnixScriptedServer(lmtp_greet_lhlo_quit) as server:
+        if how == "host":
+            lmtp = anysmtp.AsyncLMTP(server.path, local_hostname=LOCAL)
+            greeting = await lmtp.connect()
+        elif how == "connect":
+            lmtp = anysmtp.AsyncLMTP(local_hostname=LOCAL)
+            greeting = await lmtp.connect(server.path)
+        else:
+            lmtp = anysmtp.AsyncLMTP(socket_path=server.path, local_hostname=LOCAL)
+            greeting = await lmtp.connect()
+        assert greeting == (220, b"lmtp ready")
+        sock = lmtp.sock
+        assert sock is not None
+        assert sock.family == socket.AF_UNIX
+        assert lmtp.get_transport_info("peername") == server.path
+        assert await lmtp.ehlo() == (250, b"lmtp")
+        assert await lmtp.quit() == (221, b"bye")
+    assert server.transcript == LHLO + b"quit\r\n"
+
+
+async def test_unix_socket_like_smtplib() -> None:
+    def run_smtplib(path: str) -> tuple[object, object]:
+        with smtplib.LMTP(path, local_hostname=LOCAL) as client:
+            return client.ehlo(), client.quit()
+
+    with UnixScriptedServer(lmtp_greet_lhlo_quit) as server:
+        reference = await anyio.to_thread.run_sync(run_smtplib, server.path)
+    with UnixScriptedServer(lmtp_greet_lhlo_quit) as server:
+        async with anysmtp.AsyncLMTP(server.path, local_hostname=LOCAL) as lmtp:
+            ours = (await lmtp.ehlo(), await lmtp.quit())
+    assert ours == reference == ((250, b"lmtp"), (221, b"bye"))
+
+
+async def test_missing_unix_socket() -> None:
+    lmtp = anysmtp.AsyncLMTP("/nonexistent/anysmtp/lmtp.sock")
+    with pytest.raises(FileNotFoundError):
+        await lmtp.connect()
+    assert not lmtp.is_connected

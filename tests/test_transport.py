@@ -1,0 +1,792 @@
+"""Connecting, adopting sockets, transport details and cancellation, on every
+backend, through AsyncSMTP's public API.
+
+Besides the loopback :class:`~tests.servers.ScriptedServer` these tests use
+:class:`UnixScriptedServer` (the same on a Unix domain socket), a *black hole*
+(an address whose TCP handshake never completes: a listener with a full accept
+queue) and a fake resolver (``anyio.getaddrinfo`` patched for made-up names) to
+drive happy eyeballs deterministically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import anysmtp
+from tests.servers import ScriptedConnection, ScriptedServer
+
+pytestmark = pytest.mark.anyio
+
+Script = Callable[[ScriptedConnection], None]
+
+LOCAL = "client.example"
+EHLO = b"ehlo client.example\r\n"
+GREETING = (220, b"scripted ESMTP")
+
+
+# Servers and helpers -----------------------------------------------------------
+
+
+def drain(conn: ScriptedConnection) -> None:
+    """Read (and so record) whatever the client still sends until it closes."""
+    while conn.read_line():
+        pass
+
+
+def exchange(conn: ScriptedConnection, *steps: tuple[bytes, bytes]) -> None:
+    """For each step, expect a command starting with ``prefix`` and answer it."""
+    for prefix, reply in steps:
+        conn.expect(prefix)
+        conn.send(reply)
+
+
+def greet_ehlo_noop_quit(conn: ScriptedConnection) -> None:
+    """A short healthy session: greeting, EHLO, NOOP, QUIT."""
+    conn.greet_and_ehlo()
+    exchange(conn, (b"noop", b"250 fine\r\n"), (b"quit", b"221 bye\r\n"))
+
+
+def greet_then_drain(conn: ScriptedConnection) -> None:
+    """Greeting, then whatever the client sends goes unanswered."""
+    conn.send(b"220 scripted ESMTP\r\n")
+    drain(conn)
+
+
+def greet_quit(conn: ScriptedConnection) -> None:
+    """Greeting, then QUIT."""
+    conn.send(b"220 scripted ESMTP\r\n")
+    exchange(conn, (b"quit", b"221 bye\r\n"))
+
+
+class UnixScriptedServer(ScriptedServer):
+    """:class:`ScriptedServer` listening on a Unix domain socket at ``path``.
+
+    The socket lives in a fresh temporary directory (short enough for the
+    ``sun_path`` limit), removed when the server stops.
+    """
+
+    def __init__(self, script: Script, connections: int = 1) -> None:
+        super().__init__(script, connections)
+        self._sock.close()
+        self._directory = tempfile.mkdtemp(prefix="anysmtp-")
+        self.path = os.path.join(self._directory, "smtp.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.path)
+        sock.listen(8)
+        self._sock = sock
+        self.port = 0
+
+    def __enter__(self) -> UnixScriptedServer:
+        self.start()
+        return self
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def sock_of(smtp: anysmtp.AsyncSMTP) -> socket.socket | None:
+    """``smtp.sock``, read through a call so that mypy forgets earlier checks."""
+    return smtp.sock
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def open_fds() -> int:
+    """How many file descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+@contextmanager
+def black_hole() -> Iterator[tuple[str, int]]:
+    """An address where connecting hangs: the listener's accept queue is full, so
+    further SYNs are dropped and the handshake never completes."""
+    listener = socket.socket()
+    filler = socket.socket()
+    probe = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address: tuple[str, int] = listener.getsockname()
+        filler.connect(address)  # takes the only slot in the queue
+        probe.setblocking(False)
+        probe.connect_ex(address)
+        time.sleep(0.05)
+        if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            try:
+                probe.getpeername()
+            except OSError:
+                pass  # still connecting: the black hole works
+            else:
+                pytest.skip("this network stack completes handshakes anyway")
+        yield address
+    finally:
+        probe.close()
+        filler.close()
+        listener.close()
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[str, int]]]:
+    """Names the resolver should answer with fixed addresses, in order.
+
+    The addresses carry their own ports, so one name can lead to several local
+    servers.  Other names go to the real resolver.
+    """
+    table: dict[str, list[tuple[str, int]]] = {}
+    real_getaddrinfo = anyio.getaddrinfo
+
+    async def getaddrinfo(
+        host: bytes | str | None, port: str | int | None, **kwargs: Any
+    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]]:
+        if isinstance(host, str) and host in table:
+            await anyio.lowlevel.checkpoint()
+            return [
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, p, 0, 0))
+                if ":" in ip
+                else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, p))
+                for ip, p in table[host]
+            ]
+        return await real_getaddrinfo(host, port, **kwargs)
+
+    monkeypatch.setattr(anyio, "getaddrinfo", getaddrinfo)
+    return table
+
+
+@asynccontextmanager
+async def no_fd_leak() -> AsyncIterator[None]:
+    """Check that the block leaves no file descriptor open."""
+    await anyio.lowlevel.checkpoint()
+    before = open_fds()
+    yield
+    await anyio.lowlevel.checkpoint()
+    assert open_fds() == before
+
+
+# host:port, refused, resolution -------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["constructor", "hostname", "connect"])
+async def test_host_port_string(how: str) -> None:
+    with ScriptedServer(greet_quit) as server:
+        target = f"{server.host}:{server.port}"
+        if how == "constructor":
+            smtp = anysmtp.AsyncSMTP(target, start_tls=False)
+            greeting = await smtp.connect()
+        elif how == "hostname":
+            smtp = anysmtp.AsyncSMTP(hostname=target, start_tls=False)
+            greeting = await smtp.connect()
+        else:
+            smtp = anysmtp.AsyncSMTP(start_tls=False)
+            greeting = await smtp.connect(target)
+        assert greeting == GREETING
+        assert smtp.get_transport_info("peername") == (server.host, server.port)
+        assert await smtp.quit() == (221, b"bye")
+
+
+async def test_nonnumeric_port() -> None:
+    smtp = anysmtp.AsyncSMTP(start_tls=False)
+    with pytest.raises(OSError, match="nonnumeric port"):
+        await smtp.connect("127.0.0.1:smtp")
+    assert not smtp.is_connected
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_connection_refused(host: str) -> None:
+    port = free_port()
+    smtp = anysmtp.AsyncSMTP(host, port, timeout=5, start_tls=False)
+    async with no_fd_leak():
+        with pytest.raises(ConnectionRefusedError):
+            await smtp.connect()
+    assert not smtp.is_connected
+    assert smtp.sock is None
+
+
+async def test_localhost_by_name() -> None:
+    with ScriptedServer(greet_quit) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname="localhost", port=server.port, start_tls=False
+        ) as smtp:
+            assert smtp.get_transport_info("peername") == ("127.0.0.1", server.port)
+
+
+async def test_happy_eyeballs_skips_a_refused_ipv6_address(
+    fake_dns: dict[str, list[tuple[str, int]]],
+) -> None:
+    # (Server-side sockets count too: check around the server's whole life.)
+    async with no_fd_leak():
+        with ScriptedServer(greet_quit) as server:
+            # ::1 first, as a dual-stack "localhost" resolves; nothing listens
+            # there.
+            fake_dns["dual.test"] = [("::1", server.port), (server.host, server.port)]
+            smtp = anysmtp.AsyncSMTP("dual.test", 25, timeout=5, start_tls=False)
+            assert await smtp.connect() == GREETING
+            assert smtp.get_transport_info("peername") == (server.host, server.port)
+            assert await smtp.quit() == (221, b"bye")
+
+
+async def test_happy_eyeballs_races_past_a_hanging_address(
+    fake_dns: dict[str, list[tuple[str, int]]],
+) -> None:
+    with black_hole() as hole:
+        async with no_fd_leak():
+            with ScriptedServer(greet_quit) as server:
+                fake_dns["slow.test"] = [hole, (server.host, server.port)]
+                smtp = anysmtp.AsyncSMTP("slow.test", 25, timeout=5, start_tls=False)
+                start = time.monotonic()
+                assert await smtp.connect() == GREETING
+                elapsed = time.monotonic() - start
+                peer = smtp.get_transport_info("peername")
+                assert peer == (server.host, server.port)
+                assert await smtp.quit() == (221, b"bye")
+    # The second address is tried after the happy eyeballs delay (0.25 s), not
+    # after the first attempt's TCP timeout.
+    assert 0.2 <= elapsed < 2
+
+
+async def test_connect_timeout_while_every_address_hangs(
+    fake_dns: dict[str, list[tuple[str, int]]],
+) -> None:
+    with black_hole() as hole:
+        fake_dns["nowhere.test"] = [hole, hole]
+        smtp = anysmtp.AsyncSMTP("nowhere.test", 25, timeout=0.4, start_tls=False)
+        async with no_fd_leak():
+            start = time.monotonic()
+            with pytest.raises(anysmtp.SMTPConnectTimeoutError) as caught:
+                await smtp.connect()
+            elapsed = time.monotonic() - start
+        assert isinstance(caught.value, TimeoutError)
+        assert 0.3 <= elapsed < 2
+        assert not smtp.is_connected
+
+
+async def test_connect_timeout_on_a_hanging_address() -> None:
+    with black_hole() as (host, port):
+        smtp = anysmtp.AsyncSMTP(host, port, timeout=0.2, start_tls=False)
+        async with no_fd_leak():
+            with pytest.raises(anysmtp.SMTPConnectTimeoutError):
+                await smtp.connect()
+        assert not smtp.is_connected
+
+
+# Source address ----------------------------------------------------------------
+
+
+def recording_peer(peers: list[tuple[str, int]]) -> Script:
+    """A session that notes the client's address as the server sees it."""
+
+    def script(conn: ScriptedConnection) -> None:
+        peers.append(conn.sock.getpeername())
+        greet_quit(conn)
+
+    return script
+
+
+@pytest.mark.parametrize("where", ["constructor", "connect"])
+async def test_source_address_any_port(where: str) -> None:
+    peers: list[tuple[str, int]] = []
+    with ScriptedServer(recording_peer(peers)) as server:
+        if where == "constructor":
+            smtp = anysmtp.AsyncSMTP(
+                server.host,
+                server.port,
+                source_address=("127.0.0.1", 0),
+                start_tls=False,
+            )
+            await smtp.connect()
+        else:
+            smtp = anysmtp.AsyncSMTP(start_tls=False)
+            await smtp.connect(server.host, server.port, ("127.0.0.1", 0))
+        assert smtp.source_address == ("127.0.0.1", 0)
+        sockname = smtp.get_transport_info("sockname")
+        assert sockname[0] == "127.0.0.1"
+        assert sockname[1] != 0
+        await smtp.quit()
+    assert peers == [sockname]
+
+
+async def test_source_address_fixed_port() -> None:
+    source = ("127.0.0.1", free_port())
+    peers: list[tuple[str, int]] = []
+    with ScriptedServer(recording_peer(peers)) as server:
+        smtp = anysmtp.AsyncSMTP(
+            server.host, server.port, source_address=source, start_tls=False
+        )
+        await smtp.connect()
+        assert smtp.get_transport_info("sockname") == source
+        await smtp.quit()
+    assert peers == [source]
+
+
+async def test_source_address_in_use() -> None:
+    with socket.socket() as taken, ScriptedServer(greet_quit, connections=0) as server:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        smtp = anysmtp.AsyncSMTP(
+            server.host,
+            server.port,
+            source_address=taken.getsockname(),
+            start_tls=False,
+        )
+        async with no_fd_leak():
+            with pytest.raises(OSError, match="in use"):
+                await smtp.connect()
+        assert not smtp.is_connected
+
+
+# Unix sockets and adopted sockets -------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["constructor", "connect"])
+async def test_unix_socket(where: str) -> None:
+    with UnixScriptedServer(greet_ehlo_noop_quit) as server:
+        if where == "constructor":
+            smtp = anysmtp.AsyncSMTP(socket_path=server.path, local_hostname=LOCAL)
+            greeting = await smtp.connect()
+        else:
+            smtp = anysmtp.AsyncSMTP(local_hostname=LOCAL, start_tls=False)
+            greeting = await smtp.connect(socket_path=server.path)
+        assert greeting == GREETING
+        sock = smtp.sock
+        assert sock is not None
+        assert sock.family == socket.AF_UNIX
+        assert smtp.get_transport_info("peername") == server.path
+        assert (await smtp.ehlo())[0] == 250
+        assert await smtp.noop() == (250, b"fine")
+        assert await smtp.quit() == (221, b"bye")
+        assert sock.fileno() == -1
+    assert server.transcript == EHLO + b"noop\r\nquit\r\n"
+
+
+async def test_unix_socket_missing() -> None:
+    directory = tempfile.mkdtemp(prefix="anysmtp-")
+    try:
+        smtp = anysmtp.AsyncSMTP(socket_path=os.path.join(directory, "none.sock"))
+        async with no_fd_leak():
+            with pytest.raises(FileNotFoundError):
+                await smtp.connect()
+        assert not smtp.is_connected
+    finally:
+        shutil.rmtree(directory)
+
+
+async def test_socket_path_and_host_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        anysmtp.AsyncSMTP("127.0.0.1", socket_path="/tmp/x.sock")
+    smtp = anysmtp.AsyncSMTP(start_tls=False)
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        await smtp.connect("127.0.0.1", socket_path="/tmp/x.sock")
+
+
+@pytest.mark.parametrize("how", ["constructor", "connect", "assignment"])
+async def test_adopted_socket(how: str) -> None:
+    with ScriptedServer(greet_ehlo_noop_quit) as server:
+        sock = socket.create_connection((server.host, server.port), timeout=5)
+        if how == "constructor":
+            smtp = anysmtp.AsyncSMTP(sock=sock, local_hostname=LOCAL)
+            assert await smtp.connect() == GREETING
+        elif how == "connect":
+            smtp = anysmtp.AsyncSMTP(local_hostname=LOCAL, start_tls=False)
+            assert await smtp.connect(sock=sock) == GREETING
+        else:
+            # smtplib style: assign a connected socket, then read the greeting.
+            smtp = anysmtp.AsyncSMTP(local_hostname=LOCAL, start_tls=False)
+            smtp.sock = sock
+            assert await smtp.getreply() == GREETING
+        assert smtp.sock is sock
+        assert smtp.is_connected
+        assert (await smtp.ehlo())[0] == 250
+        assert await smtp.noop() == (250, b"fine")
+        assert await smtp.quit() == (221, b"bye")
+        assert sock_of(smtp) is None
+        assert sock.fileno() == -1
+    assert server.transcript == EHLO + b"noop\r\nquit\r\n"
+
+
+# Transport info, the sock property, async with, quit ---------------------------
+
+
+async def test_get_transport_info() -> None:
+    with ScriptedServer(greet_quit) as server:
+        smtp = anysmtp.AsyncSMTP(server.host, server.port, start_tls=False)
+        with pytest.raises(anysmtp.SMTPServerDisconnected):
+            smtp.get_transport_info("peername")
+        await smtp.connect()
+        sock = smtp.sock
+        assert sock is not None
+        assert smtp.get_transport_info("socket") is sock
+        assert smtp.get_transport_info("peername") == (server.host, server.port)
+        assert smtp.get_transport_info("sockname") == sock.getsockname()
+        for key in (
+            "sslobject",
+            "sslcontext",
+            "cipher",
+            "peercert",
+            "compression",
+            "tls_version",
+        ):
+            assert smtp.get_transport_info(key) is None, key
+        with pytest.raises(KeyError):
+            smtp.get_transport_info("no-such-key")
+        await smtp.quit()
+        with pytest.raises(anysmtp.SMTPServerDisconnected):
+            smtp.get_transport_info("socket")
+
+
+async def test_sock_property_lifecycle() -> None:
+    with ScriptedServer(greet_quit) as server:
+        smtp = anysmtp.AsyncSMTP(server.host, server.port, start_tls=False)
+        assert (smtp.sock, smtp.is_connected) == (None, False)
+        await smtp.connect()
+        sock = smtp.sock
+        assert type(sock) is socket.socket
+        assert sock.type == socket.SOCK_STREAM
+        assert sock.getpeername() == (server.host, server.port)
+        assert smtp.is_connected
+        await smtp.quit()
+        assert (smtp.sock, smtp.is_connected) == (None, False)
+        assert sock.fileno() == -1
+
+
+async def test_async_with_sends_quit_and_closes() -> None:
+    with ScriptedServer(greet_ehlo_noop_quit) as server:
+        async with anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, start_tls=False
+        ) as smtp:
+            sock = smtp.sock
+            assert sock is not None
+            await smtp.ehlo()
+            await smtp.noop()
+        assert smtp.sock is None
+        assert sock.fileno() == -1
+    assert server.transcript == EHLO + b"noop\r\nQUIT\r\n"
+
+
+async def test_async_with_default_options_says_ehlo_on_connect() -> None:
+    # start_tls=None (the default): EHLO right after the greeting, to look for
+    # STARTTLS; not offered here, so the session stays in plain text.
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"8BITMIME",))
+        exchange(conn, (b"quit", b"221 bye\r\n"))
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, timeout=5
+        ) as smtp:
+            assert smtp.does_esmtp
+            assert smtp.esmtp_features == {"8bitmime": ""}
+        assert not smtp.is_connected
+    assert server.transcript == EHLO + b"QUIT\r\n"
+
+
+async def test_commands_need_a_connection() -> None:
+    smtp = anysmtp.AsyncSMTP(start_tls=False)
+    for command in (smtp.noop, smtp.rset, smtp.quit, smtp.getreply):
+        with pytest.raises(anysmtp.SMTPServerDisconnected, match="connect"):
+            await command()
+    with pytest.raises(anysmtp.SMTPServerDisconnected):
+        await smtp.send(b"noop\r\n")
+
+
+async def test_async_with_refused_quit_raises() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 hi\r\n")
+        exchange(conn, (b"quit", b"500 not now\r\n"))
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(server.host, server.port, start_tls=False)
+        with pytest.raises(anysmtp.SMTPResponseException) as caught:
+            async with smtp:
+                pass
+        assert (caught.value.smtp_code, caught.value.smtp_error) == (
+            500,
+            b"not now",
+        )
+        assert not smtp.is_connected
+    assert server.transcript == b"QUIT\r\n"
+
+
+async def test_async_with_unanswered_quit_just_closes() -> None:
+    with ScriptedServer(greet_then_drain) as server:
+        smtp = anysmtp.AsyncSMTP(server.host, server.port, timeout=0.2, start_tls=False)
+        try:
+            async with smtp:
+                pass
+        finally:
+            assert not smtp.is_connected
+    assert server.transcript == b"QUIT\r\n"
+
+
+async def test_async_with_body_error_still_quits() -> None:
+    with ScriptedServer(greet_quit) as server:
+        smtp = anysmtp.AsyncSMTP(server.host, server.port, start_tls=False)
+        with pytest.raises(LookupError, match="body"):
+            async with smtp:
+                raise LookupError("body")
+        assert not smtp.is_connected
+    assert server.transcript == b"QUIT\r\n"
+
+
+async def test_async_with_server_gone_before_quit() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 hi\r\n")
+        exchange(conn, (b"noop", b"421 closing\r\n"))
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            server.host, server.port, timeout=5, start_tls=False
+        ) as smtp:
+            assert await smtp.noop() == (421, b"closing")
+            await anyio.sleep(0.05)  # the server has closed by now
+        assert not smtp.is_connected
+
+
+async def test_quit_resets_session_state() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"SIZE 1000", b"8BITMIME"))
+        exchange(conn, (b"quit", b"221 bye\r\n"))
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, start_tls=False
+        )
+        await smtp.connect()
+        await smtp.ehlo()
+        before = (smtp.ehlo_resp, smtp.does_esmtp, smtp.esmtp_features)
+        assert before == (
+            b"scripted\nSIZE 1000\n8BITMIME",
+            True,
+            {"size": "1000", "8bitmime": ""},
+        )
+        assert await smtp.quit() == (221, b"bye")
+        after = (smtp.ehlo_resp, smtp.helo_resp, smtp.does_esmtp, smtp.esmtp_features)
+        assert after == (None, None, False, {})
+        assert smtp.sock is None
+
+
+async def test_connect_again_closes_the_old_connection() -> None:
+    sessions = iter([greet_then_drain, greet_quit])
+
+    def script(conn: ScriptedConnection) -> None:
+        next(sessions)(conn)
+
+    with ScriptedServer(script, connections=2) as server:
+        smtp = anysmtp.AsyncSMTP(server.host, server.port, timeout=5, start_tls=False)
+        await smtp.connect()
+        first = smtp.sock
+        assert first is not None
+        await smtp.connect()
+        assert first.fileno() == -1
+        assert smtp.sock is not first
+        assert await smtp.quit() == (221, b"bye")
+    # The first connection got no QUIT: it was just closed.
+    assert server.transcript == b"quit\r\n"
+
+
+# Cancellation ------------------------------------------------------------------
+
+
+def silent_then_healthy(noticed: threading.Event) -> Script:
+    """First connection: greet, take a command and never answer it.  Second
+    connection: a healthy session."""
+    sessions = iter(["silent", "healthy"])
+
+    def script(conn: ScriptedConnection) -> None:
+        if next(sessions) == "silent":
+            conn.send(b"220 scripted ESMTP\r\n")
+            conn.read_line()
+            noticed.set()
+            drain(conn)
+        else:
+            greet_ehlo_noop_quit(conn)
+
+    return script
+
+
+async def check_reconnect(smtp: anysmtp.AsyncSMTP) -> None:
+    """After a cancelled call the same object connects and works again."""
+    assert await smtp.connect() == GREETING
+    assert (await smtp.ehlo())[0] == 250
+    assert await smtp.noop() == (250, b"fine")
+    assert await smtp.quit() == (221, b"bye")
+
+
+async def test_move_on_after_while_waiting_for_a_reply() -> None:
+    noticed = threading.Event()
+    async with no_fd_leak():
+        with ScriptedServer(silent_then_healthy(noticed), connections=2) as server:
+            smtp = anysmtp.AsyncSMTP(
+                server.host,
+                server.port,
+                local_hostname=LOCAL,
+                timeout=5,
+                start_tls=False,
+            )
+            await smtp.connect()
+            sock = smtp.sock
+            assert sock is not None
+            with anyio.move_on_after(0.1) as scope:
+                await smtp.noop()
+            assert scope.cancelled_caught
+            assert (smtp.is_connected, smtp.sock) == (False, None)
+            assert sock.fileno() == -1
+            await check_reconnect(smtp)
+    assert server.transcript == b"noop\r\n" + EHLO + b"noop\r\nquit\r\n"
+
+
+async def test_cancel_scope_from_another_task() -> None:
+    noticed = threading.Event()
+    with ScriptedServer(silent_then_healthy(noticed), connections=2) as server:
+        smtp = anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, timeout=5, start_tls=False
+        )
+        await smtp.connect()
+        sock = smtp.sock
+        assert sock is not None
+        scope = anyio.CancelScope()
+        finished = False
+
+        async def waiting_call() -> None:
+            nonlocal finished
+            with scope:
+                await smtp.noop()
+                finished = True
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiting_call)
+            assert await anyio.to_thread.run_sync(noticed.wait, 5)
+            await anyio.sleep(0.02)  # the task is now waiting for the reply
+            scope.cancel()
+        assert scope.cancelled_caught
+        assert not finished
+        assert not smtp.is_connected
+        assert sock.fileno() == -1
+        await check_reconnect(smtp)
+
+
+async def test_close_from_another_task_wakes_the_waiting_one() -> None:
+    noticed = threading.Event()
+    with ScriptedServer(silent_then_healthy(noticed), connections=2) as server:
+        smtp = anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, timeout=5, start_tls=False
+        )
+        await smtp.connect()
+        raised: list[BaseException] = []
+
+        async def waiting_call() -> None:
+            try:
+                await smtp.noop()
+            except Exception as exc:
+                raised.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiting_call)
+            assert await anyio.to_thread.run_sync(noticed.wait, 5)
+            await anyio.sleep(0.02)
+            smtp.close()
+        # smtplib's exception, not one of anyio's.
+        [exc] = raised
+        assert type(exc) is anysmtp.SMTPServerDisconnected
+        assert not smtp.is_connected
+        await check_reconnect(smtp)
+
+
+async def test_fail_after_while_waiting_for_the_greeting() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        drain(conn)
+
+    async with no_fd_leak():
+        with ScriptedServer(script) as server:
+            smtp = anysmtp.AsyncSMTP(
+                server.host, server.port, timeout=5, start_tls=False
+            )
+            with pytest.raises(TimeoutError), anyio.fail_after(0.1):
+                await smtp.connect()
+            assert not smtp.is_connected
+
+
+async def test_cancel_while_sending_a_large_message() -> None:
+    stop = threading.Event()
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        exchange(
+            conn,
+            (b"mail", b"250 ok\r\n"),
+            (b"rcpt", b"250 ok\r\n"),
+            (b"data", b"354 go ahead\r\n"),
+        )
+        stop.wait(10)  # read nothing more until the client gave up
+
+    big = (b"x" * 998 + b"\r\n") * (64 * 1024)  # 64 MiB
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, timeout=5, start_tls=False
+        )
+        await smtp.connect()
+        sock = smtp.sock
+        assert sock is not None
+        try:
+            with anyio.move_on_after(0.3) as scope:
+                await smtp.sendmail("a@example.com", ["b@example.com"], big)
+        finally:
+            stop.set()
+        assert scope.cancelled_caught
+        assert not smtp.is_connected
+        assert sock.fileno() == -1
+
+
+async def test_cancel_while_connecting() -> None:
+    with black_hole() as (host, port):
+        smtp = anysmtp.AsyncSMTP(host, port, timeout=5, start_tls=False)
+        async with no_fd_leak():
+            with anyio.move_on_after(0.1) as scope:
+                await smtp.connect()
+        assert scope.cancelled_caught
+        assert not smtp.is_connected
+
+
+async def test_cancel_during_happy_eyeballs(
+    fake_dns: dict[str, list[tuple[str, int]]],
+) -> None:
+    with black_hole() as hole:
+        fake_dns["holes.test"] = [hole, hole, hole]
+        smtp = anysmtp.AsyncSMTP("holes.test", 25, timeout=5, start_tls=False)
+        async with no_fd_leak():
+            # Cancelled while two attempts are in flight.
+            with anyio.move_on_after(0.4) as scope:
+                await smtp.connect()
+        assert scope.cancelled_caught
+        assert not smtp.is_connected
