@@ -43,6 +43,7 @@ _MAXCHALLENGE = 5
 _have_ssl: bool = _smtplib._have_ssl  # type: ignore[attr-defined]
 _fix_eols: _Callable[[str], str] = _smtplib._fix_eols  # type: ignore[attr-defined]
 _quote_periods: _Callable[[bytes], bytes] = _smtplib._quote_periods  # type: ignore[attr-defined]
+_addr_only: _Callable[[str], str] = _smtplib._addr_only  # type: ignore[attr-defined]
 
 __all__ = [
     "CRLF",

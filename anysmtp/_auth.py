@@ -60,7 +60,7 @@ def cram_md5_response(user: str, password: str, challenge: bytes) -> str:
 
     :raises ValueError: MD5 is not available.
     """
-    digest = hmac.new(password.encode("ascii"), challenge, "md5").hexdigest()
+    digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
     return f"{user} {digest}"
 
 

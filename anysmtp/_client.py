@@ -26,7 +26,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 import anyio
 
@@ -71,6 +71,10 @@ from ._protocol import (
 from ._response import SMTPResponse
 from ._tls import TLSOptions, smtplib_default_context
 from ._transport import Transport, open_tcp_socket, open_unix_socket
+
+if TYPE_CHECKING:
+    # Any bytes-like object, as typeshed's smtplib.SMTP.send accepts.
+    from _typeshed import ReadableBuffer
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -131,9 +135,9 @@ def _base64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def _redact(line: str | bytes) -> str | bytes:
+def _redact(line: ReadableBuffer | str) -> str | bytes:
     """An AUTH command or response as shown in debug output: no secrets."""
-    text = line.decode("ascii", "replace") if isinstance(line, bytes) else line
+    text = line if isinstance(line, str) else bytes(line).decode("ascii", "replace")
     words = text.split(" ")
     if len(words) >= 3 and words[0].upper() == "AUTH":
         shown = f"{words[0]} {words[1]} <redacted>\r\n"
@@ -141,7 +145,7 @@ def _redact(line: str | bytes) -> str | bytes:
         shown = text
     else:
         shown = "<redacted>\r\n"
-    return shown.encode("ascii") if isinstance(line, bytes) else shown
+    return shown if isinstance(line, str) else shown.encode("ascii")
 
 
 def default_local_hostname() -> str:
@@ -219,6 +223,10 @@ class AsyncSMTP:
     timeout: float | None
     source_address: tuple[str, int] | None
     command_encoding: str
+    #: The credentials smtplib's authobjects (``auth_plain``...) use; ``login``
+    #: sets them.
+    user: str
+    password: str
 
     def __init__(
         self,
@@ -544,7 +552,13 @@ class AsyncSMTP:
             self._print_debug("connect:", repr(msg))
         greeting = SMTPResponse(code, msg)
         if code == 220:
-            await self._after_greeting()
+            try:
+                await self._after_greeting()
+            except BaseException:
+                # A failed upgrade or login leaves nothing worth keeping, and the
+                # caller of ``async with`` or send() never gets the client back.
+                self._drop_connection()
+                raise
         return greeting
 
     def _default_port_for_mode(self) -> int:
@@ -636,7 +650,7 @@ class AsyncSMTP:
                 f"Timed out connecting to the server after {timeout} seconds"
             ) from None
 
-    async def send(self, s: str | bytes) -> None:
+    async def send(self, s: ReadableBuffer | str) -> None:
         """Send ``s`` to the server as it is.
 
         A ``str`` is encoded with ``command_encoding``.
@@ -650,7 +664,7 @@ class AsyncSMTP:
         transport = self._transport
         if transport is None:
             raise SMTPServerDisconnected("please run connect() first")
-        data = s.encode(self.command_encoding) if isinstance(s, str) else s
+        data = s.encode(self.command_encoding) if isinstance(s, str) else bytes(s)
         sys.audit("smtplib.send", self._audit_object, data)
         try:
             await transport.send_all(data, self.timeout)

@@ -263,6 +263,20 @@ class _Renderer:
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     origins[alias.asname or alias.name.split(".")[0]] = ""
+        # Names imported for annotations only (``if TYPE_CHECKING:``).
+        checking_origins: dict[str, str] = {}
+        for node in self.tree.body:
+            if (
+                isinstance(node, ast.If)
+                and isinstance(node.test, ast.Name)
+                and node.test.id == "TYPE_CHECKING"
+            ):
+                for inner in node.body:
+                    if isinstance(inner, ast.ImportFrom) and inner.module:
+                        for alias in inner.names:
+                            name = alias.asname or alias.name
+                            checking_origins[name] = inner.module
+        checking_imports: dict[str, set[str]] = {}
         defined = {
             target.id
             for node in self.tree.body
@@ -280,7 +294,10 @@ class _Renderer:
         plain: set[str] = set()
         from_imports: dict[str, set[str]] = {"typing": {"ClassVar"}}
         for name in sorted(self.names):
-            if name in origins:
+            if name in checking_origins:
+                checking_imports.setdefault(checking_origins[name], set()).add(name)
+                from_imports["typing"].add("TYPE_CHECKING")
+            elif name in origins:
                 module = origins[name]
                 if module:
                     from_imports.setdefault(module, set()).add(name)
@@ -321,6 +338,12 @@ class _Renderer:
                     lines.append(")")
                 else:
                     lines.append(line)
+            lines.append("")
+        if checking_imports:
+            lines.append("if TYPE_CHECKING:")
+            for module in sorted(checking_imports):
+                names = sorted(checking_imports[module], key=_isort_key)
+                lines.append(f"{_INDENT}from {module} import {', '.join(names)}")
             lines.append("")
         return lines[:-1]
 

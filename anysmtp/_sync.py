@@ -10,7 +10,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._client import (
     SUBMISSIONS_PORT,
@@ -25,6 +25,9 @@ from ._client import (
 )
 from ._response import SMTPResponse
 from ._sync_base import SyncClient, SyncLMTPInit, SyncSMTPSSLInit
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["LMTP", "SMTP", "SMTP_SSL"]
 
@@ -148,6 +151,22 @@ class SMTP(SyncClient):
         self._async.command_encoding = value
 
     @property
+    def user(self) -> str:
+        return self._async.user
+
+    @user.setter
+    def user(self, value: str) -> None:
+        self._async.user = value
+
+    @property
+    def password(self) -> str:
+        return self._async.password
+
+    @password.setter
+    def password(self, value: str) -> None:
+        self._async.password = value
+
+    @property
     def local_hostname(self) -> str:
         """The name sent with HELO/EHLO (computed on first use when not given)."""
         return self._async.local_hostname
@@ -239,7 +258,7 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: AsyncSMTP.connect(self._async, host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
 
-    def send(self, s: str | bytes) -> None:
+    def send(self, s: ReadableBuffer | str) -> None:
         """Send ``s`` to the server as it is.
 
         A ``str`` is encoded with ``command_encoding``.

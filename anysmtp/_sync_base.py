@@ -84,6 +84,9 @@ class SyncClient(metaclass=_FacadeMeta):
 
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP
     _async: AsyncSMTP
+    #: smtplib's reply file; anysmtp reads through its own buffer, so it stays
+    #: ``None`` (code that resets it to ``None`` keeps working).
+    file: Any = None
     _hooks_seen: int = -1
     _bridged: frozenset[str] = frozenset()
 
@@ -197,7 +200,9 @@ class SyncClient(metaclass=_FacadeMeta):
         portal = self._portal if self._portal is not None else get_portal()
         return run_in_portal(portal, func, self._async.close)
 
-    def _get_socket(self, host: str, port: int, timeout: float | None) -> socket.socket:
+    # ``timeout: float`` as in typeshed's smtplib, so that typed subclasses
+    # written for smtplib override it without a type error.
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         """Open the TCP connection (smtplib's hook: override it for a proxy).
 
         :returns: a connected socket in blocking mode with ``timeout``.

@@ -11,12 +11,15 @@ import smtplib
 import socket
 from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import anysmtp
 from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 HOOKS = (
     "send",
@@ -122,8 +125,8 @@ def test_send_override_sees_every_byte() -> None:
     seen: list[bytes] = []
 
     class Tapped(anysmtp.SMTP):
-        def send(self, s: str | bytes) -> None:
-            seen.append(s.encode("ascii") if isinstance(s, str) else s)
+        def send(self, s: ReadableBuffer | str) -> None:
+            seen.append(s.encode("ascii") if isinstance(s, str) else bytes(s))
             super().send(s)
 
     def script(conn: ScriptedConnection) -> None:
@@ -151,8 +154,8 @@ def test_send_data_command_is_a_str() -> None:
     seen: list[str | bytes] = []
 
     class Tapped(anysmtp.SMTP):
-        def send(self, s: str | bytes) -> None:
-            seen.append(s)
+        def send(self, s: ReadableBuffer | str) -> None:
+            seen.append(s if isinstance(s, str) else bytes(s))
             super().send(s)
 
     with AiosmtpdServer() as server, Tapped(server.host, server.port) as client:
