@@ -23,7 +23,7 @@ import socket
 import ssl
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
@@ -41,6 +41,7 @@ from ._auth import (
     plain_response,
     xoauth2_response,
 )
+from ._body import CHUNK_SIZE, MessageBody, MessageSource
 from ._errors import (
     SMTPAuthenticationError,
     SMTPConnectTimeoutError,
@@ -48,6 +49,8 @@ from ._errors import (
     SMTPException,
     SMTPGreetingTimeoutError,
     SMTPHeloError,
+    SMTPMessageTooLarge,
+    SMTPNoRecipientsError,
     SMTPNotSupportedError,
     SMTPReadTimeoutError,
     SMTPRecipientsRefused,
@@ -64,7 +67,6 @@ from ._protocol import (
     ReplyLimitError,
     addr_only,
     check_address,
-    fix_eols,
     format_command,
     quoteaddr,
 )
@@ -129,6 +131,30 @@ _HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[int]] = contextvars.Context
 
 
 _MAXCHALLENGE: Final = 5
+
+#: The methods the pipelined path stands in for: overriding any of them (in a
+#: subclass or through the sync facade) keeps smtplib's one-by-one sequence.
+_PIPELINED_HOOKS: Final = (
+    "send",
+    "putcmd",
+    "getreply",
+    "docmd",
+    "mail",
+    "rcpt",
+    "data",
+    "rset",
+    "_rset",
+    "close",
+)
+_OVERRIDE_CACHE: dict[tuple[type, str], bool] = {}
+
+
+def _size_limit(parameter: str) -> int:
+    """The SIZE extension's limit in bytes; 0 when none is announced."""
+    try:
+        return max(int(parameter.split()[0]), 0) if parameter.strip() else 0
+    except ValueError:
+        return 0
 
 
 def _base64(text: str) -> str:
@@ -209,11 +235,15 @@ class AsyncSMTP:
     :param password: the password for ``username``.
     :param oauth_token: log in with XOAUTH2/OAUTHBEARER instead of a password: a
         token, or a function (sync or async) that returns one.
+    :param pipelining: send MAIL, RCPT and DATA in one write when the server
+        offers PIPELINING (RFC 2920) and no smtplib hook is overridden.
     :raises ValueError: conflicting options.
     """
 
     default_port: ClassVar[int] = SMTP_PORT
     ehlo_msg: ClassVar[str] = "ehlo"
+    #: LMTP reads one final reply per recipient: not pipelined yet.
+    _pipelining_allowed: ClassVar[bool] = True
 
     debuglevel: int
     helo_resp: bytes | None
@@ -250,6 +280,7 @@ class AsyncSMTP:
         username: str | None = None,
         password: str | None = None,
         oauth_token: str | TokenProvider | None = None,
+        pipelining: bool = True,
     ) -> None:
         if hostname is not None and host and hostname != host:
             raise ValueError("host and hostname are the same option: give one")
@@ -278,6 +309,7 @@ class AsyncSMTP:
         self._tls_options.check()
         self._use_tls = use_tls
         self._start_tls = start_tls
+        self._pipelining = pipelining
         self._server_hostname = server_hostname
         self._username = username
         self._password = password
@@ -840,6 +872,13 @@ class AsyncSMTP:
         :raises SMTPNotSupportedError: ``SMTPUTF8`` is asked for and the server does
             not support it.
         """
+        arguments = self._mail_arguments(sender, options)
+        self._accepted_recipients = []
+        await self.putcmd("mail", arguments)
+        return await self.getreply()
+
+    def _mail_arguments(self, sender: str, options: Sequence[str]) -> str:
+        check_address(sender)
         optionlist = ""
         if options and self.does_esmtp:
             if any(option.lower() == "smtputf8" for option in options):
@@ -848,10 +887,14 @@ class AsyncSMTP:
                 else:
                     raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
             optionlist = " " + " ".join(options)
-        self._accepted_recipients = []
-        check_address(sender)
-        await self.putcmd("mail", f"FROM:{quoteaddr(sender)}{optionlist}")
-        return await self.getreply()
+        return f"FROM:{quoteaddr(sender)}{optionlist}"
+
+    def _rcpt_arguments(self, recip: str, options: Sequence[str]) -> str:
+        check_address(recip)
+        optionlist = ""
+        if options and self.does_esmtp:
+            optionlist = " " + " ".join(options)
+        return f"TO:{quoteaddr(recip)}{optionlist}"
 
     async def rcpt(self, recip: str, options: Sequence[str] = ()) -> SMTPResponse:
         """Send RCPT TO for one recipient.
@@ -859,41 +902,84 @@ class AsyncSMTP:
         :param recip: the recipient's address.
         :param options: ESMTP parameters (for example DSN's ``NOTIFY=``).
         """
-        optionlist = ""
-        if options and self.does_esmtp:
-            optionlist = " " + " ".join(options)
-        check_address(recip)
-        await self.putcmd("rcpt", f"TO:{quoteaddr(recip)}{optionlist}")
+        await self.putcmd("rcpt", self._rcpt_arguments(recip, options))
         reply = await self.getreply()
         if reply[0] in (250, 251):
             self._accepted_recipients.append(recip)
         return reply
 
-    async def data(self, msg: str | bytes) -> SMTPResponse:
+    async def data(self, msg: MessageSource) -> SMTPResponse:
         """Send DATA and then the message.
 
-        Lines starting with ``.`` are doubled and every line ending becomes CRLF
-        (a ``str`` must be ASCII).
+        Lines starting with ``.`` are doubled and every line ending becomes CRLF.
+        The message may be ``bytes``, ASCII ``str``, a binary file or an (async)
+        iterable of ``bytes``; a large one is read, encoded and sent in chunks.
 
         :param msg: the message.
         :returns: the reply to the end of the data.
         :raises SMTPDataError: the server did not answer DATA with 354.
-        :raises UnicodeEncodeError: a ``str`` message is not ASCII.
+        :raises UnicodeEncodeError: a ``str`` message is not ASCII (nothing is
+            sent).
+        :raises TypeError: ``msg`` is of another type (nothing is sent).
         """
+        body = MessageBody(msg)
         await self.putcmd("data")
         code, repl = await self.getreply()
         if self.debuglevel > 0:
             self._print_debug("data:", (code, repl))
         if code != 354:
             raise SMTPDataError(code, repl)
-        body = msg.encode("ascii") if isinstance(msg, str) else msg
-        await self.send(DataEncoder.encode_all(body))
+        await self._send_body(body)
+        return await self._end_of_data_reply()
+
+    async def _send_body(self, body: MessageBody) -> None:
+        """Send the dot-stuffed body and the final ``.`` line."""
+        data = body.data
+        if data is not None and (
+            len(data) <= CHUNK_SIZE or self.debuglevel > 0 or self._overridden("send")
+        ):
+            # smtplib sends the whole message with one send(): what a send()
+            # override and the debug output see.
+            await self.send(DataEncoder.encode_all(data))
+            return
+        encoder = DataEncoder()
+        async with contextlib.aclosing(body.chunks()) as chunks:
+            async for chunk in chunks:
+                encoded = encoder.encode(chunk)
+                if encoded:
+                    await self.send(encoded)
+        await self.send(encoder.finish())
+
+    async def _end_of_data_reply(self) -> SMTPResponse:
         code, repl = await self.getreply()
         reply = SMTPResponse(code, repl)
         if self.debuglevel > 0:
             self._print_debug("data:", (code, repl))
         self._last_data_response = reply
         return reply
+
+    def _overridden(self, name: str) -> bool:
+        """Whether a subclass or the sync facade replaced the method ``name``."""
+        if name in self.__dict__:
+            return True
+        key = (type(self), name)
+        overridden = _OVERRIDE_CACHE.get(key)
+        if overridden is None:
+            function = getattr(type(self), name)
+            overridden = all(
+                cls.__dict__.get(name) is not function for cls in _LIBRARY_CLASSES
+            )
+            _OVERRIDE_CACHE[key] = overridden
+        return overridden
+
+    def _can_pipeline(self) -> bool:
+        """RFC 2920 pipelining: offered, enabled, and no hook in the way."""
+        return (
+            self._pipelining
+            and "pipelining" in self.esmtp_features
+            and self._pipelining_allowed
+            and not any(self._overridden(name) for name in _PIPELINED_HOOKS)
+        )
 
     async def verify(self, address: str) -> SMTPResponse:
         """Send VRFY: ask whether an address is valid."""
@@ -1177,9 +1263,11 @@ class AsyncSMTP:
         self,
         from_addr: str,
         to_addrs: str | Sequence[str],
-        msg: str | bytes,
+        msg: MessageSource,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        total_timeout: float | None = None,
     ) -> SendErrors:
         """Send one message: a whole mail transaction.
 
@@ -1192,6 +1280,8 @@ class AsyncSMTP:
         :param msg: the message.
         :param mail_options: ESMTP parameters for MAIL.
         :param rcpt_options: ESMTP parameters for every RCPT.
+        :param total_timeout: seconds for the whole transaction, however the
+            server paces its replies; on expiry the connection is closed.
         :returns: the refused recipients, each mapped to the server's
             ``(code, message)``; empty when all were accepted.
         :raises SMTPHeloError: the server refused HELO.
@@ -1200,28 +1290,66 @@ class AsyncSMTP:
         :raises SMTPDataError: the server refused the message.
         :raises SMTPNotSupportedError: ``SMTPUTF8`` is in ``mail_options`` and the
             server does not support it.
+        :raises SMTPMessageTooLarge: the message is larger than the server's SIZE
+            limit (nothing is sent).
+        :raises SMTPNoRecipientsError: ``to_addrs`` is empty (nothing is sent).
+        :raises SMTPTimeoutError: ``total_timeout`` expired.
+        :raises ValueError: an address contains control characters.
+        :raises TypeError: ``msg`` is of an unsupported type.
         """
         async with self._transaction():
-            return await self._sendmail(
-                from_addr, to_addrs, msg, mail_options, rcpt_options
-            )
+            with self._deadline(total_timeout):
+                return await self._sendmail(
+                    from_addr, to_addrs, msg, mail_options, rcpt_options
+                )
+
+    @contextlib.contextmanager
+    def _deadline(self, total_timeout: float | None) -> Iterator[None]:
+        if total_timeout is None:
+            yield
+            return
+        try:
+            with anyio.fail_after(total_timeout):
+                yield
+        except TimeoutError as exc:
+            if isinstance(exc, SMTPTimeoutError):
+                raise
+            self._drop_connection()
+            raise SMTPTimeoutError(
+                f"The transaction did not finish within {total_timeout} seconds"
+            ) from None
 
     async def _sendmail(
         self,
         from_addr: str,
         to_addrs: str | Sequence[str],
-        msg: str | bytes,
+        msg: MessageSource,
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
     ) -> SendErrors:
         await self.ehlo_or_helo_if_needed()
+        # Everything that can be refused locally is refused before a byte is sent.
+        body = MessageBody(msg)
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        if not recipients:
+            raise SMTPNoRecipientsError()
+        # A half-sent transaction helps nobody: check every address and option
+        # now rather than when its command comes up.
+        for each in (from_addr, *recipients, *mail_options, *rcpt_options):
+            check_address(each)
         esmtp_opts = []
-        if isinstance(msg, str):
-            msg = fix_eols(msg).encode("ascii")
         if self.does_esmtp:
-            if self.has_extn("size"):
-                esmtp_opts.append(f"size={len(msg)}")
+            if self.has_extn("size") and body.size is not None:
+                limit = _size_limit(self.esmtp_features.get("size", ""))
+                if limit and body.size > limit:
+                    raise SMTPMessageTooLarge(body.size, limit, from_addr)
+                esmtp_opts.append(f"size={body.size}")
             esmtp_opts.extend(mail_options)
+        message: MessageSource = body.data if body.data is not None else msg
+        if self._can_pipeline():
+            return await self._sendmail_pipelined(
+                from_addr, recipients, body, esmtp_opts, rcpt_options
+            )
         code, resp = await self.mail(from_addr, esmtp_opts)
         if code != 250:
             if code == 421:
@@ -1230,21 +1358,24 @@ class AsyncSMTP:
                 await self._rset()
             raise SMTPSenderRefused(code, resp, from_addr)
         senderrs: SendErrors = {}
-        if isinstance(to_addrs, str):
-            to_addrs = [to_addrs]
-        for each in to_addrs:
+        for each in recipients:
             code, resp = await self.rcpt(each, rcpt_options)
             if code != 250 and code != 251:
                 senderrs[each] = (code, resp)
             if code == 421:
                 self.close()
                 raise SMTPRecipientsRefused(senderrs)
-        if len(senderrs) == len(to_addrs):
+        if len(senderrs) == len(recipients):
             # The server refused all our recipients.
             await self._rset()
             raise SMTPRecipientsRefused(senderrs)
         self._data_refusals = {}
-        code, resp = await self.data(msg)
+        code, resp = await self.data(message)
+        return await self._finish_transaction(code, resp, senderrs)
+
+    async def _finish_transaction(
+        self, code: int, resp: bytes, senderrs: SendErrors
+    ) -> SendErrors:
         if code != 250:
             if code == 421:
                 self.close()
@@ -1254,6 +1385,63 @@ class AsyncSMTP:
         senderrs.update(self._data_refusals)
         return senderrs
 
+    async def _sendmail_pipelined(
+        self,
+        from_addr: str,
+        recipients: list[str],
+        body: MessageBody,
+        esmtp_opts: Sequence[str],
+        rcpt_options: Sequence[str],
+    ) -> SendErrors:
+        """MAIL, every RCPT and DATA in one write (RFC 2920), the replies read in
+        order, with exactly the sequential path's results and exceptions."""
+        batch = [format_command("mail", self._mail_arguments(from_addr, esmtp_opts))]
+        batch += [
+            format_command("rcpt", self._rcpt_arguments(each, rcpt_options))
+            for each in recipients
+        ]
+        batch.append(format_command("data"))
+        self._accepted_recipients = []
+        self._data_refusals = {}
+        await self.send("".join(batch))
+        code, resp = await self.getreply()
+        if code == 421:
+            self.close()
+            raise SMTPSenderRefused(code, resp, from_addr)
+        sender_refused = (
+            SMTPSenderRefused(code, resp, from_addr) if code != 250 else None
+        )
+        senderrs: SendErrors = {}
+        for each in recipients:
+            rcpt_code, rcpt_resp = await self.getreply()
+            if sender_refused is not None:
+                continue  # answers to a transaction that never started
+            if rcpt_code in (250, 251):
+                self._accepted_recipients.append(each)
+            else:
+                senderrs[each] = (rcpt_code, rcpt_resp)
+            if rcpt_code == 421:
+                self.close()
+                raise SMTPRecipientsRefused(senderrs)
+        data_code, data_resp = await self.getreply()
+        if sender_refused is None and self.debuglevel > 0:
+            self._print_debug("data:", (data_code, data_resp))
+        if sender_refused is not None or len(senderrs) == len(recipients):
+            if data_code == 354:
+                # A server that accepts DATA with no valid recipient gets an
+                # empty message, which it must refuse (RFC 2920 section 3.1).
+                await self.send(b".\r\n")
+                await self.getreply()
+            await self._rset()
+            if sender_refused is not None:
+                raise sender_refused
+            raise SMTPRecipientsRefused(senderrs)
+        if data_code != 354:
+            raise SMTPDataError(data_code, data_resp)
+        await self._send_body(body)
+        code, resp = await self._end_of_data_reply()
+        return await self._finish_transaction(code, resp, senderrs)
+
     async def send_message(
         self,
         msg: email.message.Message,
@@ -1261,6 +1449,8 @@ class AsyncSMTP:
         to_addrs: str | Sequence[str] | None = None,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        total_timeout: float | None = None,
     ) -> SendErrors:
         """Send an :class:`email.message.Message` (or ``EmailMessage``).
 
@@ -1275,12 +1465,27 @@ class AsyncSMTP:
         :param to_addrs: the recipients, instead of the headers'.
         :param mail_options: ESMTP parameters for MAIL.
         :param rcpt_options: ESMTP parameters for every RCPT.
+        :param total_timeout: seconds for the whole transaction.
         :returns: the refused recipients, as :meth:`sendmail`.
         :raises ValueError: the message has more than one ``Resent-`` block.
         :raises SMTPNotSupportedError: an address needs SMTPUTF8 and the server
             does not support it.
         """
         async with self._transaction():
+            with self._deadline(total_timeout):
+                return await self._send_message(
+                    msg, from_addr, to_addrs, mail_options, rcpt_options
+                )
+
+    async def _send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None,
+        to_addrs: str | Sequence[str] | None,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+    ) -> SendErrors:
+        if True:
             await self.ehlo_or_helo_if_needed()
             prepared = prepare_message(
                 msg,
@@ -1433,6 +1638,7 @@ class AsyncLMTP(AsyncSMTP):
 
     default_port: ClassVar[int] = LMTP_PORT
     ehlo_msg: ClassVar[str] = "lhlo"
+    _pipelining_allowed: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -1517,7 +1723,7 @@ class AsyncLMTP(AsyncSMTP):
             start_tls=start_tls,
         )
 
-    async def data(self, msg: str | bytes) -> SMTPResponse:
+    async def data(self, msg: MessageSource) -> SMTPResponse:
         """Send DATA and the message, then read one reply per accepted recipient.
 
         The replies are kept in ``lmtp_data_replies`` as ``(recipient, reply)``
@@ -1544,3 +1750,7 @@ class AsyncLMTP(AsyncSMTP):
         if successes:
             return successes[0]
         return replies[0]
+
+
+#: The classes whose methods are the library's own (not overrides).
+_LIBRARY_CLASSES: Final = (AsyncSMTP, AsyncSMTP_SSL, AsyncLMTP)

@@ -160,6 +160,10 @@ class _Renderer:
         # back to that override, and ``super().name()`` must not loop into it.
         call = ", ".join(["self._async", call]) if call else "self._async"
         returns = f" -> {self.expr(node.returns)}" if node.returns is not None else ""
+        if returns == " -> SMTPResponse":
+            # typeshed's smtplib says tuple[int, bytes]: subclasses typed for
+            # smtplib must be able to override these methods.
+            returns = " -> tuple[int, bytes]"
         lines = [f"def {node.name}({', '.join(params)}){returns}:"]
         if len(_INDENT + lines[0]) > 88:
             lines = [f"def {node.name}("]

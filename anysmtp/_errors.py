@@ -29,6 +29,8 @@ __all__ = [
     "SMTPException",
     "SMTPGreetingTimeoutError",
     "SMTPHeloError",
+    "SMTPMessageTooLarge",
+    "SMTPNoRecipientsError",
     "SMTPNotSupportedError",
     "SMTPReadTimeoutError",
     "SMTPRecipientsRefused",
@@ -75,3 +77,35 @@ class SMTPTLSError(SMTPException, ssl.SSLError):
     it.  Certificate verification failures are raised as the standard library's
     :exc:`ssl.SSLCertVerificationError`, unchanged.
     """
+
+
+class SMTPMessageTooLarge(SMTPSenderRefused):
+    """The message is larger than the server's SIZE limit; nothing was sent.
+
+    It is an :exc:`smtplib.SMTPSenderRefused` with code 552, what the server
+    would have answered to MAIL, so existing ``except`` clauses still apply.
+    """
+
+    def __init__(self, size: int, limit: int, sender: str) -> None:
+        message = (
+            f"5.3.4 Message size {size} exceeds the server's limit of {limit} "
+            "bytes (checked before sending)"
+        ).encode("ascii")
+        super().__init__(552, message, sender)
+        self.size = size
+        self.limit = limit
+
+
+class SMTPNoRecipientsError(SMTPRecipientsRefused, ValueError):
+    """``sendmail`` was given no recipient; nothing was sent.
+
+    smtplib sends MAIL and RSET and raises :exc:`smtplib.SMTPRecipientsRefused`
+    with an empty dict; this is that exception (and a :exc:`ValueError`), raised
+    before anything reaches the server.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({})
+
+    def __str__(self) -> str:
+        return "no recipients given: nothing was sent"

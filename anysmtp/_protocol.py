@@ -77,7 +77,8 @@ def fix_eols(text: str) -> str:
 
 
 def check_address(address: str) -> None:
-    """Refuse an address with control characters, before it is parsed.
+    """Refuse an address (or an ESMTP option) with control characters, before it
+    is parsed.
 
     :func:`email.utils.parseaddr` silently drops a CR or LF and what follows, so
     ``quoteaddr`` alone would send a *different* address instead of failing.

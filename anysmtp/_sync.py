@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._body import MessageSource
 from ._client import (
     SUBMISSIONS_PORT,
     UNSET,
@@ -75,6 +76,8 @@ class SMTP(SyncClient):
     :param password: the password for ``username``.
     :param oauth_token: log in with XOAUTH2/OAUTHBEARER instead of a password: a
         token, or a function (sync or async) that returns one.
+    :param pipelining: send MAIL, RCPT and DATA in one write when the server
+        offers PIPELINING (RFC 2920) and no smtplib hook is overridden.
     :raises ValueError: conflicting options.
     """
 
@@ -85,6 +88,8 @@ class SMTP(SyncClient):
     default_port: ClassVar[int] = SMTP_PORT
 
     ehlo_msg: ClassVar[str] = "ehlo"
+
+    _pipelining_allowed: ClassVar[bool] = True
 
     @property
     def debuglevel(self) -> int:
@@ -228,7 +233,7 @@ class SMTP(SyncClient):
         timeout: float | _Unset | None = UNSET,
         use_tls: bool | None = None,
         start_tls: bool | _Unset | None = UNSET,
-    ) -> SMTPResponse:
+    ) -> tuple[int, bytes]:
         """Connect to a server and read its greeting.
 
         Without arguments it connects to what the constructor was given, or to
@@ -279,7 +284,7 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: AsyncSMTP.putcmd(self._async, cmd=cmd, args=args))
 
-    def getreply(self) -> SMTPResponse:
+    def getreply(self) -> tuple[int, bytes]:
         """Read one reply from the server.
 
         :returns: ``(code, message)``; multi-line messages are joined with
@@ -292,7 +297,7 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: AsyncSMTP.getreply(self._async))
 
-    def docmd(self, cmd: str, args: str = "") -> SMTPResponse:
+    def docmd(self, cmd: str, args: str = "") -> tuple[int, bytes]:
         """Send a command and return the server's reply.
 
         :param cmd: the verb.
@@ -315,7 +320,7 @@ class SMTP(SyncClient):
         """
         return AsyncSMTP.get_transport_info(self._async, key=key)
 
-    def helo(self, name: str = "") -> SMTPResponse:
+    def helo(self, name: str = "") -> tuple[int, bytes]:
         """Send HELO.
 
         :param name: the name to announce; by default ``local_hostname``.
@@ -323,7 +328,7 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: AsyncSMTP.helo(self._async, name=name))
 
-    def ehlo(self, name: str = "") -> SMTPResponse:
+    def ehlo(self, name: str = "") -> tuple[int, bytes]:
         """Send EHLO (LHLO for LMTP) and record the server's extensions.
 
         :param name: the name to announce; by default ``local_hostname``.
@@ -350,7 +355,7 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: AsyncSMTP.help(self._async, args=args))
 
-    def rset(self) -> SMTPResponse:
+    def rset(self) -> tuple[int, bytes]:
         """Send RSET: abort the current mail transaction."""
         return self._call(lambda: AsyncSMTP.rset(self._async))
 
@@ -358,11 +363,11 @@ class SMTP(SyncClient):
         """RSET that ignores a lost connection (the next command reports it)."""
         return self._call(lambda: AsyncSMTP._rset(self._async))
 
-    def noop(self) -> SMTPResponse:
+    def noop(self) -> tuple[int, bytes]:
         """Send NOOP."""
         return self._call(lambda: AsyncSMTP.noop(self._async))
 
-    def mail(self, sender: str, options: Sequence[str] = ()) -> SMTPResponse:
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         """Send MAIL FROM: start a mail transaction.
 
         :param sender: the envelope sender (``"Name <a@b>"`` is reduced to
@@ -374,7 +379,7 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: AsyncSMTP.mail(self._async, sender=sender, options=options))
 
-    def rcpt(self, recip: str, options: Sequence[str] = ()) -> SMTPResponse:
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         """Send RCPT TO for one recipient.
 
         :param recip: the recipient's address.
@@ -382,28 +387,31 @@ class SMTP(SyncClient):
         """
         return self._call(lambda: AsyncSMTP.rcpt(self._async, recip=recip, options=options))
 
-    def data(self, msg: str | bytes) -> SMTPResponse:
+    def data(self, msg: MessageSource) -> tuple[int, bytes]:
         """Send DATA and then the message.
 
-        Lines starting with ``.`` are doubled and every line ending becomes CRLF
-        (a ``str`` must be ASCII).
+        Lines starting with ``.`` are doubled and every line ending becomes CRLF.
+        The message may be ``bytes``, ASCII ``str``, a binary file or an (async)
+        iterable of ``bytes``; a large one is read, encoded and sent in chunks.
 
         :param msg: the message.
         :returns: the reply to the end of the data.
         :raises SMTPDataError: the server did not answer DATA with 354.
-        :raises UnicodeEncodeError: a ``str`` message is not ASCII.
+        :raises UnicodeEncodeError: a ``str`` message is not ASCII (nothing is
+            sent).
+        :raises TypeError: ``msg`` is of another type (nothing is sent).
         """
         return self._call(lambda: AsyncSMTP.data(self._async, msg=msg))
 
-    def verify(self, address: str) -> SMTPResponse:
+    def verify(self, address: str) -> tuple[int, bytes]:
         """Send VRFY: ask whether an address is valid."""
         return self._call(lambda: AsyncSMTP.verify(self._async, address=address))
 
-    def vrfy(self, address: str) -> SMTPResponse:
+    def vrfy(self, address: str) -> tuple[int, bytes]:
         """Send VRFY (the same as :meth:`verify`)."""
         return self._call(lambda: AsyncSMTP.vrfy(self._async, address=address))
 
-    def expn(self, address: str) -> SMTPResponse:
+    def expn(self, address: str) -> tuple[int, bytes]:
         """Send EXPN: ask to expand a mailing list."""
         return self._call(lambda: AsyncSMTP.expn(self._async, address=address))
 
@@ -421,7 +429,7 @@ class SMTP(SyncClient):
         context: ssl.SSLContext | None = None,
         *,
         server_hostname: str | None = None,
-    ) -> SMTPResponse:
+    ) -> tuple[int, bytes]:
         """Upgrade the connection to TLS with STARTTLS.
 
         EHLO is sent first if needed.  After the upgrade the server's extensions
@@ -450,7 +458,7 @@ class SMTP(SyncClient):
         authobject: AuthObject,
         *,
         initial_response_ok: bool = True,
-    ) -> SMTPResponse:
+    ) -> tuple[int, bytes]:
         """Authenticate with one SASL mechanism, smtplib's way.
 
         ``authobject`` is called with no argument for the initial response (when
@@ -489,7 +497,7 @@ class SMTP(SyncClient):
         password: str,
         *,
         initial_response_ok: bool = True,
-    ) -> SMTPResponse:
+    ) -> tuple[int, bytes]:
         """Log in, trying CRAM-MD5, PLAIN and LOGIN in that order.
 
         EHLO is sent first if needed.  Only mechanisms the server advertises are
@@ -514,7 +522,7 @@ class SMTP(SyncClient):
         token: str | TokenProvider,
         *,
         mechanism: str | None = None,
-    ) -> SMTPResponse:
+    ) -> tuple[int, bytes]:
         """Log in with an OAuth 2.0 access token (Gmail, Microsoft 365...).
 
         :param user: the account's address.
@@ -533,9 +541,11 @@ class SMTP(SyncClient):
         self,
         from_addr: str,
         to_addrs: str | Sequence[str],
-        msg: str | bytes,
+        msg: MessageSource,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        total_timeout: float | None = None,
     ) -> SendErrors:
         """Send one message: a whole mail transaction.
 
@@ -548,6 +558,8 @@ class SMTP(SyncClient):
         :param msg: the message.
         :param mail_options: ESMTP parameters for MAIL.
         :param rcpt_options: ESMTP parameters for every RCPT.
+        :param total_timeout: seconds for the whole transaction, however the
+            server paces its replies; on expiry the connection is closed.
         :returns: the refused recipients, each mapped to the server's
             ``(code, message)``; empty when all were accepted.
         :raises SMTPHeloError: the server refused HELO.
@@ -556,8 +568,14 @@ class SMTP(SyncClient):
         :raises SMTPDataError: the server refused the message.
         :raises SMTPNotSupportedError: ``SMTPUTF8`` is in ``mail_options`` and the
             server does not support it.
+        :raises SMTPMessageTooLarge: the message is larger than the server's SIZE
+            limit (nothing is sent).
+        :raises SMTPNoRecipientsError: ``to_addrs`` is empty (nothing is sent).
+        :raises SMTPTimeoutError: ``total_timeout`` expired.
+        :raises ValueError: an address contains control characters.
+        :raises TypeError: ``msg`` is of an unsupported type.
         """
-        return self._call(lambda: AsyncSMTP.sendmail(self._async, from_addr=from_addr, to_addrs=to_addrs, msg=msg, mail_options=mail_options, rcpt_options=rcpt_options))
+        return self._call(lambda: AsyncSMTP.sendmail(self._async, from_addr=from_addr, to_addrs=to_addrs, msg=msg, mail_options=mail_options, rcpt_options=rcpt_options, total_timeout=total_timeout))
 
     def send_message(
         self,
@@ -566,6 +584,8 @@ class SMTP(SyncClient):
         to_addrs: str | Sequence[str] | None = None,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        total_timeout: float | None = None,
     ) -> SendErrors:
         """Send an :class:`email.message.Message` (or ``EmailMessage``).
 
@@ -580,14 +600,15 @@ class SMTP(SyncClient):
         :param to_addrs: the recipients, instead of the headers'.
         :param mail_options: ESMTP parameters for MAIL.
         :param rcpt_options: ESMTP parameters for every RCPT.
+        :param total_timeout: seconds for the whole transaction.
         :returns: the refused recipients, as :meth:`sendmail`.
         :raises ValueError: the message has more than one ``Resent-`` block.
         :raises SMTPNotSupportedError: an address needs SMTPUTF8 and the server
             does not support it.
         """
-        return self._call(lambda: AsyncSMTP.send_message(self._async, msg=msg, from_addr=from_addr, to_addrs=to_addrs, mail_options=mail_options, rcpt_options=rcpt_options))
+        return self._call(lambda: AsyncSMTP.send_message(self._async, msg=msg, from_addr=from_addr, to_addrs=to_addrs, mail_options=mail_options, rcpt_options=rcpt_options, total_timeout=total_timeout))
 
-    def quit(self) -> SMTPResponse:
+    def quit(self) -> tuple[int, bytes]:
         """Send QUIT and close the connection.
 
         After it, a new :meth:`connect` starts a fresh session (EHLO again).
@@ -647,6 +668,8 @@ class LMTP(SyncLMTPInit, SMTP):
 
     ehlo_msg: ClassVar[str] = "lhlo"
 
+    _pipelining_allowed: ClassVar[bool] = False
+
     def connect(
         self,
         host: str | None = None,
@@ -659,7 +682,7 @@ class LMTP(SyncLMTPInit, SMTP):
         timeout: float | _Unset | None = UNSET,
         use_tls: bool | None = None,
         start_tls: bool | _Unset | None = UNSET,
-    ) -> SMTPResponse:
+    ) -> tuple[int, bytes]:
         """Connect to the LMTP server, over TCP or a Unix socket, and read its
         greeting.
 
@@ -676,7 +699,7 @@ class LMTP(SyncLMTPInit, SMTP):
         """
         return self._call(lambda: AsyncLMTP.connect(self._async, host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))
 
-    def data(self, msg: str | bytes) -> SMTPResponse:
+    def data(self, msg: MessageSource) -> tuple[int, bytes]:
         """Send DATA and the message, then read one reply per accepted recipient.
 
         The replies are kept in ``lmtp_data_replies`` as ``(recipient, reply)``

@@ -37,7 +37,7 @@ def test_reveal_types_are_precise() -> None:
     ]
     assert revealed == [
         "dict[str, tuple[int, bytes]]",
-        "tuple[int, bytes, fallback=anysmtp._response.SMTPResponse]",
+        "tuple[int, bytes]",
         "bytes",
         "dict[str, str]",
         "dict[str, tuple[int, bytes]]",

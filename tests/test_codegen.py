@@ -37,7 +37,7 @@ def test_a_new_async_method_appears_in_the_facade() -> None:
         "        return await self.docmd('turn')\n\n"
     )
     rendered = _codegen.render(source.replace(anchor, added + anchor, 1))
-    assert "    def turn(self, arg: int = 1) -> SMTPResponse:" in rendered
+    assert "    def turn(self, arg: int = 1) -> tuple[int, bytes]:" in rendered
     assert "self._call(lambda: AsyncSMTP.turn(self._async, arg=arg))" in rendered
 
 
@@ -54,7 +54,11 @@ def test_every_public_method_has_the_same_signature(
         if not inspect.isfunction(member) or name in _codegen.SKIPPED:
             continue
         sync_member = getattr(sync_class, name)
-        assert inspect.signature(sync_member) == inspect.signature(member), name
+        expected = inspect.signature(member)
+        if expected.return_annotation == "SMTPResponse":
+            # The facade promises what typeshed's smtplib promises.
+            expected = expected.replace(return_annotation="tuple[int, bytes]")
+        assert inspect.signature(sync_member) == expected, name
         assert inspect.getdoc(sync_member) == inspect.getdoc(member), name
         assert not inspect.iscoroutinefunction(sync_member), name
 
