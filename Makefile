@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install demo test check lint typecheck generate clean
+.PHONY: install demo test check lint typecheck generate bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,16 @@ typecheck: $(STAMP)
 ## so that it works even when a stale facade breaks `import anysmtp`
 generate: $(STAMP)
 	$(BIN)/python anysmtp/_codegen.py
+
+## make bench: anysmtp against smtplib and aiosmtplib on Postfix's smtp-sink
+## (installs postfix if missing; BENCH_ARGS=--quick or --full to rescale)
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e . --group bench
+	touch $@
+
+bench: $(BENCH_STAMP)
+	sh bench/install-smtp-sink.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache

@@ -125,7 +125,7 @@ _NOT_TLS_REASONS: Final = frozenset(
 
 #: The clients whose transaction lock the current context holds: a transaction
 #: that calls another one (send_message -> sendmail) must not wait for itself.
-_HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "anysmtp_held_transactions", default=frozenset()
 )
 
@@ -172,6 +172,10 @@ def _redact(line: ReadableBuffer | str) -> str | bytes:
     else:
         shown = "<redacted>\r\n"
     return shown if isinstance(line, str) else shown.encode("ascii")
+
+
+#: default_local_hostname() as first computed by an async client.
+_process_hostname: str | None = None
 
 
 def default_local_hostname() -> str:
@@ -447,18 +451,19 @@ class AsyncSMTP:
     async def _transaction(self) -> AsyncIterator[None]:
         """One mail transaction at a time per connection: tasks that share a
         client (``gather(send_message(a), send_message(b))``) take turns."""
-        held = _HELD_TRANSACTIONS.get()
+        held = HELD_TRANSACTIONS.get()
         if id(self) in held:
             yield
             return
         if self._transaction_lock is None:
-            self._transaction_lock = anyio.Lock()
+            # fast_acquire: an uncontended lock costs no trip through the loop.
+            self._transaction_lock = anyio.Lock(fast_acquire=True)
         async with self._transaction_lock:
-            token = _HELD_TRANSACTIONS.set(held | {id(self)})
+            token = HELD_TRANSACTIONS.set(held | {id(self)})
             try:
                 yield
             finally:
-                _HELD_TRANSACTIONS.reset(token)
+                HELD_TRANSACTIONS.reset(token)
 
     def _check_timeout(self, timeout: float | None) -> None:
         if timeout is not None and not timeout:
@@ -787,9 +792,13 @@ class AsyncSMTP:
         if name:
             return name
         if self._local_hostname is None:
-            self._local_hostname = await anyio.to_thread.run_sync(
-                default_local_hostname
-            )
+            global _process_hostname
+            if _process_hostname is None:
+                # Once per process, in a thread: it may wait on DNS.
+                _process_hostname = await anyio.to_thread.run_sync(
+                    default_local_hostname
+                )
+            self._local_hostname = _process_hostname
         return self._local_hostname
 
     async def helo(self, name: str = "") -> SMTPResponse:

@@ -1,22 +1,40 @@
-"""The process-wide blocking portals that run the sync facade's coroutines.
+"""The process-wide portals that run the sync facade's coroutines.
 
 One event loop thread per backend, started on the first sync call (never at
 import), stopped at interpreter exit, forgotten in a forked child.  The thread is
 a daemon: a script that never calls ``quit()`` must still exit.
+
+Each call is one hand-off to the loop thread and one back: the caller schedules
+the coroutine with the loop's thread-safe "call soon" and waits on a
+:class:`concurrent.futures.Future`.  (anyio's ``BlockingPortal.call`` also waits
+for the loop to acknowledge the task before waiting for its result: two round
+trips.)  A ``BlockingPortal`` given by the caller (``portal=``) still works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import collections
+import concurrent.futures
+import contextvars
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal
 
-__all__ = ["get_portal", "run_in_portal", "stop_portals"]
+__all__ = [
+    "LoopPortal",
+    "Portal",
+    "carry_context_variable",
+    "get_portal",
+    "run_in_portal",
+    "stop_portals",
+]
 
 T = TypeVar("T")
 
@@ -27,6 +45,128 @@ _BACKEND_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+_MISSING: Any = object()
+#: Context variables that follow a call from the calling thread into the loop.
+_CARRIED: list[contextvars.ContextVar[Any]] = []
+
+
+def carry_context_variable(variable: contextvars.ContextVar[Any]) -> None:
+    """Make ``variable`` follow each call from the calling thread into the loop."""
+    _CARRIED.append(variable)
+
+
+class LoopPortal:
+    """Runs coroutines in an event loop thread for callers in other threads.
+
+    :param schedule: the loop's thread-safe way to run a callback soon.
+    :param task_group: where the coroutines run.
+    """
+
+    def __init__(
+        self, schedule: Callable[[Callable[[], object]], object], task_group: TaskGroup
+    ) -> None:
+        self._schedule = schedule
+        self._task_group = task_group
+        self._scopes: dict[int, anyio.CancelScope] = {}
+        self._queue: collections.deque[
+            tuple[
+                Callable[[], Awaitable[Any]],
+                concurrent.futures.Future[Any],
+                list[tuple[contextvars.ContextVar[Any], Any]],
+            ]
+        ] = collections.deque()
+        self._wakeup = anyio.Event()
+        self.stopped = False
+
+    def submit(self, func: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Start ``func()`` in the loop; its future resolves to the result."""
+        if self.stopped:
+            raise RuntimeError("the portal is stopped")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        # anysmtp's own context variables go along: a hook that calls back in
+        # from a worker thread is still inside its transaction.  (Not the whole
+        # context: the caller may be another event loop's thread.)
+        carried = [
+            (variable, value)
+            for variable in _CARRIED
+            if (value := variable.get(_MISSING)) is not _MISSING
+        ]
+        self._queue.append((func, future, carried))
+        # A plain callback may not start tasks (no task context for anyio):
+        # it only wakes the dispatcher, which does.
+        self._schedule(self._wake)
+        return future
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    async def dispatch(self) -> None:
+        """Start the submitted coroutines; runs in the loop for its lifetime."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            while self._queue:
+                func, future, carried = self._queue.popleft()
+                self._task_group.start_soon(self._run, func, future, carried)
+
+    async def _run(
+        self,
+        func: Callable[[], Awaitable[T]],
+        future: concurrent.futures.Future[T],
+        carried: list[tuple[contextvars.ContextVar[Any], Any]],
+    ) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        for variable, value in carried:
+            variable.set(value)  # this task's own context: nothing leaks
+        scope = anyio.CancelScope()
+        self._scopes[id(future)] = scope
+        try:
+            with scope:
+                result = await func()
+        except anyio.get_cancelled_exc_class():
+            future.set_exception(concurrent.futures.CancelledError())
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if scope.cancelled_caught:
+                future.set_exception(concurrent.futures.CancelledError())
+            else:
+                future.set_result(result)
+        finally:
+            self._scopes.pop(id(future), None)
+
+    def cancel(self, future: concurrent.futures.Future[Any]) -> None:
+        """Cancel the coroutine behind ``future`` (from any thread)."""
+        if not future.cancel():
+            self._schedule(lambda: self._cancel_scope(id(future)))
+
+    def _cancel_scope(self, key: int) -> None:
+        scope = self._scopes.get(key)
+        if scope is not None:
+            scope.cancel()
+
+    def call(self, func: Callable[[], T]) -> T:
+        """Run a plain function in the loop thread and wait for its result."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(func())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._schedule(run)
+        return future.result()
+
+
+#: What the facade runs its calls through.
+Portal: TypeAlias = LoopPortal | BlockingPortal
+
+
 class _PortalThread:
     """An event loop in a daemon thread, with a portal into it."""
 
@@ -34,7 +174,8 @@ class _PortalThread:
         backend, options = _BACKEND_OPTIONS[name]
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self.portal: BlockingPortal | None = None
+        self.portal: LoopPortal | None = None
+        self._stop: Callable[[], object] | None = None
         self._thread = threading.Thread(
             target=self._run,
             args=(backend, options),
@@ -48,10 +189,19 @@ class _PortalThread:
 
     def _run(self, backend: str, options: dict[str, Any]) -> None:
         async def serve() -> None:
-            async with BlockingPortal() as portal:
-                self.portal = portal
+            schedule = _thread_safe_scheduler(backend)
+            stop_event = anyio.Event()
+            async with anyio.create_task_group() as group:
+                self.portal = LoopPortal(schedule, group)
+                group.start_soon(self.portal.dispatch)
+
+                def stop() -> None:
+                    group.cancel_scope.cancel()
+                    stop_event.set()
+
+                self._stop = lambda: schedule(stop)
                 self._ready.set()
-                await portal.sleep_until_stopped()
+                await stop_event.wait()
 
         try:
             anyio.run(serve, backend=backend, backend_options=options)
@@ -60,14 +210,25 @@ class _PortalThread:
             self._ready.set()
 
     def stop(self) -> None:
-        portal = self.portal
-        if portal is None:
-            return
-        try:
-            portal.call(portal.stop, True)
-        except RuntimeError:
-            pass  # already stopped
+        """Cancel what still runs in the loop and end the thread."""
+        if self.portal is not None:
+            self.portal.stopped = True
+        if self._stop is not None:
+            try:
+                self._stop()
+            except RuntimeError:
+                pass  # the loop is already closed
         self._thread.join(timeout=5)
+
+
+def _thread_safe_scheduler(backend: str) -> Callable[[Callable[[], object]], object]:
+    """The running loop's "call this soon, from any thread"."""
+    if backend == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    loop = asyncio.get_running_loop()
+    return loop.call_soon_threadsafe
 
 
 _lock = threading.Lock()
@@ -75,19 +236,19 @@ _portals: dict[str, _PortalThread] = {}
 _atexit_registered = False
 
 
-def get_portal(backend: str = "asyncio") -> BlockingPortal:
+def get_portal(backend: str = "asyncio") -> LoopPortal:
     """The process's portal for ``backend``, started on first use.
 
     :param backend: ``"asyncio"``, ``"uvloop"`` or ``"trio"``.
     :raises ValueError: an unknown backend.
     """
     global _atexit_registered
-    if backend not in _BACKEND_OPTIONS:
-        raise ValueError(
-            f"unknown backend {backend!r}: use one of {list(_BACKEND_OPTIONS)}"
-        )
     handle = _portals.get(backend)
     if handle is None or handle.portal is None:
+        if backend not in _BACKEND_OPTIONS:
+            raise ValueError(
+                f"unknown backend {backend!r}: use one of {list(_BACKEND_OPTIONS)}"
+            )
         with _lock:
             handle = _portals.get(backend)
             if handle is None:
@@ -120,7 +281,7 @@ os.register_at_fork(after_in_child=_forget_portals_in_child)
 
 
 def run_in_portal(
-    portal: BlockingPortal,
+    portal: Portal,
     func: Callable[[], Awaitable[T]],
     on_interrupt: Callable[[], None],
 ) -> T:
@@ -131,15 +292,28 @@ def run_in_portal(
     closes the connection, which is out of step now) and the interruption
     propagates.
     """
-    future = portal.start_task_soon(func)
-    try:
-        return future.result()
-    except BaseException:
-        if future.done():
+    if isinstance(portal, LoopPortal):
+        future = portal.submit(func)
+        try:
+            return future.result()
+        except BaseException:
+            if future.done():
+                raise
+            portal.cancel(future)
+            try:
+                portal.call(on_interrupt)
+            except RuntimeError:
+                pass  # the portal is gone: nothing is left to close
             raise
-        future.cancel()
+    blocking_future = portal.start_task_soon(func)
+    try:
+        return blocking_future.result()
+    except BaseException:
+        if blocking_future.done():
+            raise
+        blocking_future.cancel()
         try:
             portal.call(on_interrupt)
         except RuntimeError:
-            pass  # the portal is gone: nothing is left to close
+            pass
         raise

@@ -261,9 +261,15 @@ class DataEncoder:
             self._pending_cr = True
         if not chunk:
             return b""
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        chunk = chunk.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
+        # Counting is much cheaper than rewriting: most bodies already have
+        # CRLF line endings and no line that starts with a dot.
+        crlf = chunk.count(b"\r\n")
+        if chunk.count(b"\n") != crlf or chunk.count(b"\r") != crlf:
+            if b"\r" in chunk:
+                chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            chunk = chunk.replace(b"\n", b"\r\n")
+        if b"\n." in chunk:
+            chunk = chunk.replace(b"\n.", b"\n..")
         if self._at_line_start and chunk.startswith(b"."):
             chunk = b"." + chunk
         self._at_line_start = chunk.endswith(b"\n")

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar, cast
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._client import AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
+from ._client import HELD_TRANSACTIONS, AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
 from ._errors import SMTPConnectError, SMTPResponseException, SMTPServerDisconnected
-from ._portal import get_portal, run_in_portal
+from ._portal import Portal, carry_context_variable, get_portal, run_in_portal
 
 __all__ = ["SyncClient", "SyncLMTPInit", "SyncSMTPSSLInit"]
 
@@ -38,6 +38,8 @@ def _resolve_timeout(timeout: float | None) -> float | None:
         return socket.getdefaulttimeout()
     return timeout
 
+
+carry_context_variable(HELD_TRANSACTIONS)
 
 #: Generated functions by name: what is *not* one of these is an override.
 _GENERATED_FUNCTIONS: dict[str, set[object]] = {}
@@ -197,7 +199,7 @@ class SyncClient(metaclass=_FacadeMeta):
             self._adopt_process()
         if self._hooks_seen != _hook_epoch:
             self._refresh_hooks()
-        portal = self._portal if self._portal is not None else get_portal()
+        portal: Portal = self._portal if self._portal is not None else get_portal()
         return run_in_portal(portal, func, self._async.close)
 
     # ``timeout: float`` as in typeshed's smtplib, so that typed subclasses
