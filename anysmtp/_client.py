@@ -952,11 +952,17 @@ class AsyncSMTP:
             await self.send(DataEncoder.encode_all(data))
             return
         encoder = DataEncoder()
-        async with contextlib.aclosing(body.chunks()) as chunks:
-            async for chunk in chunks:
-                encoded = encoder.encode(chunk)
-                if encoded:
-                    await self.send(encoded)
+        try:
+            async with contextlib.aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    encoded = encoder.encode(chunk)
+                    if encoded:
+                        await self.send(encoded)
+        except BaseException:
+            # The server is inside DATA with part of a message: the session
+            # cannot be put back in step (a stream that failed or yielded str).
+            self._drop_connection()
+            raise
         await self.send(encoder.finish())
 
     async def _end_of_data_reply(self) -> SMTPResponse:
