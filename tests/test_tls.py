@@ -391,3 +391,69 @@ async def test_default_port_follows_the_mode(
     with pytest.raises(ConnectionRefusedError):  # nothing listens there
         await smtp.connect()
     assert f"connect: to ('127.0.0.1', {port}) None" in capsys.readouterr().err
+
+
+# The same through the sync facade, written as smtplib code -----------------------
+
+
+def test_facade_client_certificate(certs: Certificates) -> None:
+    context = certs.server_context(require_client_cert=True)
+    with AiosmtpdServer(implicit_tls=context) as server:
+        client_context = certs.client_context()
+        client_context.load_cert_chain(certs.client_file)
+        with anysmtp.SMTP_SSL(server.host, server.port, context=client_context) as s:
+            s.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+        assert len(server.messages) == 1
+        with pytest.raises((ssl.SSLError, anysmtp.SMTPServerDisconnected)):
+            anysmtp.SMTP_SSL(server.host, server.port, context=certs.client_context())
+
+
+def test_facade_verification_failure(
+    untrusted_starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    server = untrusted_starttls_server
+    s = anysmtp.SMTP(server.host, server.port)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        s.starttls(context=certs.client_context())
+    assert s.sock is None
+
+
+def test_facade_hostname_mismatch(certs: Certificates) -> None:
+    # A certificate from the trusted CA, but for another name.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certs.ca.issue_cert("mail.example.org").configure_cert(context)
+    with AiosmtpdServer(implicit_tls=context) as server:
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"mismatch|match"):
+            anysmtp.SMTP_SSL(server.host, server.port, context=certs.client_context())
+        assert server.messages == []
+
+
+def test_facade_starttls_not_advertised(smtpd: AiosmtpdServer) -> None:
+    with anysmtp.SMTP(smtpd.host, smtpd.port) as s:
+        with pytest.raises(
+            anysmtp.SMTPNotSupportedError,
+            match=r"^STARTTLS extension not supported by server\.$",
+        ):
+            s.starttls()
+        assert s.noop()[0] == 250
+
+
+def test_facade_response_injection_is_ignored(certs: Certificates) -> None:
+    context = certs.server_context()
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"STARTTLS",))
+        conn.expect(b"STARTTLS")
+        conn.send(b"220 go ahead\r\n250 injected\r\n")
+        conn.start_tls(context)
+        conn.expect(b"noop")
+        conn.send(b"250 genuine\r\n")
+        conn.expect(b"quit")
+        conn.send(b"221 bye\r\n")
+
+    with ScriptedServer(script) as server:
+        s = anysmtp.SMTP(server.host, server.port)
+        s.ehlo()
+        s.starttls(context=certs.client_context())
+        assert s.noop() == (250, b"genuine")
+        s.quit()
