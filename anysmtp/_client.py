@@ -321,8 +321,8 @@ class AsyncSMTP:
         #: smtplib's TLS defaults (unverified stdlib context) for the sync facade.
         self._stdlib_tls_defaults = False
         self._starttls_reply: SMTPResponse | None = None
-        self.user = ""
-        self.password = ""
+        # ``user`` and ``password`` exist once login() (or the caller) sets them,
+        # as in smtplib, where an authobject used before fails loudly.
         self._auth_challenge_count = 0
         self._redacting = False
         self._host = host
@@ -1151,22 +1151,33 @@ class AsyncSMTP:
             return SMTPResponse(code, resp)
         raise SMTPAuthenticationError(code, resp)
 
+    def _credentials(self) -> tuple[str, str]:
+        try:
+            return self.user, self.password
+        except AttributeError as exc:
+            # Name the class the caller uses (the sync facade, if any).
+            owner = type(self._audit_object).__name__
+            raise AttributeError(
+                f"{owner!r} object has no attribute {exc.name!r}"
+            ) from None
+
     def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
         """The CRAM-MD5 authobject (no initial response); uses ``user`` and
         ``password``."""
         if challenge is None:
             return None
-        return cram_md5_response(self.user, self.password, challenge)
+        return cram_md5_response(*self._credentials(), challenge)
 
     def auth_plain(self, challenge: bytes | None = None) -> str:
         """The PLAIN authobject; uses ``user`` and ``password``."""
-        return plain_response(self.user, self.password)
+        return plain_response(*self._credentials())
 
     def auth_login(self, challenge: bytes | None = None) -> str:
         """The LOGIN authobject; uses ``user`` and ``password``."""
+        user, password = self._credentials()
         if challenge is None:
-            return self.user
-        return login_response(self.user, self.password, self._auth_challenge_count)
+            return user
+        return login_response(user, password, self._auth_challenge_count)
 
     async def login(
         self, user: str, password: str, *, initial_response_ok: bool = True
@@ -1532,7 +1543,6 @@ class AsyncSMTP:
         self.ehlo_resp = self.helo_resp = None
         self.esmtp_features = {}
         self.does_esmtp = False
-        self.command_encoding = "ascii"
         self._last_ehlo_response = None
         self._starttls_reply = None
 

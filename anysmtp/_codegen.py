@@ -185,7 +185,16 @@ class _Renderer:
         lines = ["@property", f"def {name}(self) -> {annotation}:"]
         if doc is not None:
             lines.append(_INDENT + doc)
-        lines.append(f"{_INDENT}return self._async.{name}")
+            lines.append(f"{_INDENT}return self._async.{name}")
+        else:
+            # A plain attribute may not be set yet (``user`` before login()):
+            # the error names the sync class, as smtplib's would.
+            lines += [
+                f"{_INDENT}try:",
+                f"{_INDENT * 2}return self._async.{name}",
+                f"{_INDENT}except AttributeError:",
+                f'{_INDENT * 2}raise self._missing("{name}") from None',
+            ]
         if settable:
             lines += [
                 "",

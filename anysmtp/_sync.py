@@ -93,7 +93,10 @@ class SMTP(SyncClient):
 
     @property
     def debuglevel(self) -> int:
-        return self._async.debuglevel
+        try:
+            return self._async.debuglevel
+        except AttributeError:
+            raise self._missing("debuglevel") from None
 
     @debuglevel.setter
     def debuglevel(self, value: int) -> None:
@@ -101,7 +104,10 @@ class SMTP(SyncClient):
 
     @property
     def helo_resp(self) -> bytes | None:
-        return self._async.helo_resp
+        try:
+            return self._async.helo_resp
+        except AttributeError:
+            raise self._missing("helo_resp") from None
 
     @helo_resp.setter
     def helo_resp(self, value: bytes | None) -> None:
@@ -109,7 +115,10 @@ class SMTP(SyncClient):
 
     @property
     def ehlo_resp(self) -> bytes | None:
-        return self._async.ehlo_resp
+        try:
+            return self._async.ehlo_resp
+        except AttributeError:
+            raise self._missing("ehlo_resp") from None
 
     @ehlo_resp.setter
     def ehlo_resp(self, value: bytes | None) -> None:
@@ -117,7 +126,10 @@ class SMTP(SyncClient):
 
     @property
     def does_esmtp(self) -> bool:
-        return self._async.does_esmtp
+        try:
+            return self._async.does_esmtp
+        except AttributeError:
+            raise self._missing("does_esmtp") from None
 
     @does_esmtp.setter
     def does_esmtp(self, value: bool) -> None:
@@ -125,7 +137,10 @@ class SMTP(SyncClient):
 
     @property
     def esmtp_features(self) -> dict[str, str]:
-        return self._async.esmtp_features
+        try:
+            return self._async.esmtp_features
+        except AttributeError:
+            raise self._missing("esmtp_features") from None
 
     @esmtp_features.setter
     def esmtp_features(self, value: dict[str, str]) -> None:
@@ -133,7 +148,10 @@ class SMTP(SyncClient):
 
     @property
     def timeout(self) -> float | None:
-        return self._async.timeout
+        try:
+            return self._async.timeout
+        except AttributeError:
+            raise self._missing("timeout") from None
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
@@ -141,7 +159,10 @@ class SMTP(SyncClient):
 
     @property
     def source_address(self) -> tuple[str, int] | None:
-        return self._async.source_address
+        try:
+            return self._async.source_address
+        except AttributeError:
+            raise self._missing("source_address") from None
 
     @source_address.setter
     def source_address(self, value: tuple[str, int] | None) -> None:
@@ -149,7 +170,10 @@ class SMTP(SyncClient):
 
     @property
     def command_encoding(self) -> str:
-        return self._async.command_encoding
+        try:
+            return self._async.command_encoding
+        except AttributeError:
+            raise self._missing("command_encoding") from None
 
     @command_encoding.setter
     def command_encoding(self, value: str) -> None:
@@ -157,7 +181,10 @@ class SMTP(SyncClient):
 
     @property
     def user(self) -> str:
-        return self._async.user
+        try:
+            return self._async.user
+        except AttributeError:
+            raise self._missing("user") from None
 
     @user.setter
     def user(self, value: str) -> None:
@@ -165,7 +192,10 @@ class SMTP(SyncClient):
 
     @property
     def password(self) -> str:
-        return self._async.password
+        try:
+            return self._async.password
+        except AttributeError:
+            raise self._missing("password") from None
 
     @password.setter
     def password(self, value: str) -> None:

@@ -193,6 +193,11 @@ class SyncClient(metaclass=_FacadeMeta):
 
         def close(self) -> None: ...
 
+    def _missing(self, name: str) -> AttributeError:
+        return AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}"
+        )
+
     def _call(self, func: Callable[[], Awaitable[T]]) -> T:
         """Run one coroutine of the async client and return its result."""
         if self._pid != os.getpid():

@@ -87,7 +87,7 @@ async def _resolve(host: str, port: int) -> list[tuple[int, SocketAddress]]:
 
 async def open_tcp_socket(
     host: str,
-    port: int,
+    port: int | str,
     *,
     source_address: tuple[str, int] | None = None,
     happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
@@ -98,6 +98,10 @@ async def open_tcp_socket(
     :raises OSError: as :func:`socket.create_connection` would (the error of the
         last failed attempt, e.g. :exc:`ConnectionRefusedError`).
     """
+    if isinstance(port, str):
+        # smtplib passes the port to socket.create_connection, which takes
+        # "2525" and service names such as "submission" too.
+        port = int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
     targets = await _resolve(host, port)
     if len(targets) == 1:
         family, address = targets[0]
