@@ -22,7 +22,6 @@ import os
 import socket
 import ssl
 import sys
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
@@ -71,7 +70,12 @@ from ._protocol import (
     quoteaddr,
 )
 from ._response import SMTPResponse
-from ._tls import TLSOptions, smtplib_default_context
+from ._tls import (
+    TLSOptions,
+    check_legacy_arguments,
+    smtplib_default_context,
+    warn_legacy_arguments,
+)
 from ._transport import Transport, open_tcp_socket, open_unix_socket
 
 if TYPE_CHECKING:
@@ -1054,10 +1058,7 @@ class AsyncSMTP:
         :raises ssl.SSLError: the handshake failed.
         :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
         """
-        if context is not None and keyfile is not None:
-            raise ValueError("context and keyfile arguments are mutually exclusive")
-        if context is not None and certfile is not None:
-            raise ValueError("context and certfile arguments are mutually exclusive")
+        check_legacy_arguments(context, keyfile, certfile)
         transport = self._transport
         if (
             self._starttls_reply is not None
@@ -1072,12 +1073,7 @@ class AsyncSMTP:
         if resp != 220:
             # RFC 3207: 501 syntax error, 454 TLS not available for now.
             raise SMTPResponseException(resp, reply)
-        if keyfile is not None or certfile is not None:
-            warnings.warn(
-                "keyfile and certfile are deprecated, use a custom context instead",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+        warn_legacy_arguments(keyfile, certfile, stacklevel=2)
         if context is None:
             if self._stdlib_tls_defaults:
                 context = smtplib_default_context(certfile=certfile, keyfile=keyfile)
@@ -1511,22 +1507,21 @@ class AsyncSMTP:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
     ) -> SendErrors:
-        if True:
-            await self.ehlo_or_helo_if_needed()
-            prepared = prepare_message(
-                msg,
-                from_addr,
-                to_addrs,
-                mail_options,
-                smtputf8_supported=lambda: self.has_extn("smtputf8"),
-            )
-            return await self.sendmail(
-                prepared.sender,
-                prepared.recipients,
-                prepared.data,
-                prepared.mail_options,
-                rcpt_options,
-            )
+        await self.ehlo_or_helo_if_needed()
+        prepared = prepare_message(
+            msg,
+            from_addr,
+            to_addrs,
+            mail_options,
+            smtputf8_supported=lambda: self.has_extn("smtputf8"),
+        )
+        return await self.sendmail(
+            prepared.sender,
+            prepared.recipients,
+            prepared.data,
+            prepared.mail_options,
+            rcpt_options,
+        )
 
     async def quit(self) -> SMTPResponse:
         """Send QUIT and close the connection.
@@ -1589,16 +1584,8 @@ class AsyncSMTP_SSL(AsyncSMTP):
         password: str | None = None,
         oauth_token: str | TokenProvider | None = None,
     ) -> None:
-        if context is not None and keyfile is not None:
-            raise ValueError("context and keyfile arguments are mutually exclusive")
-        if context is not None and certfile is not None:
-            raise ValueError("context and certfile arguments are mutually exclusive")
-        if keyfile is not None or certfile is not None:
-            warnings.warn(
-                "keyfile and certfile are deprecated, use a custom context instead",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+        check_legacy_arguments(context, keyfile, certfile)
+        warn_legacy_arguments(keyfile, certfile, stacklevel=2)
         super().__init__(
             host,
             port,

@@ -24,6 +24,7 @@ from anyio.from_thread import BlockingPortal
 from ._client import HELD_TRANSACTIONS, AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
 from ._errors import SMTPConnectError, SMTPResponseException, SMTPServerDisconnected
 from ._portal import Portal, carry_context_variable, get_portal, run_in_portal
+from ._tls import check_legacy_arguments, warn_legacy_arguments
 
 __all__ = ["SyncClient", "SyncLMTPInit", "SyncSMTPSSLInit"]
 
@@ -327,16 +328,8 @@ class SyncSMTPSSLInit(SyncClient):
         :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
         :raises ssl.SSLError: the server does not speak TLS.
         """
-        if context is not None and keyfile is not None:
-            raise ValueError("context and keyfile arguments are mutually exclusive")
-        if context is not None and certfile is not None:
-            raise ValueError("context and certfile arguments are mutually exclusive")
-        if keyfile is not None or certfile is not None:
-            warnings.warn(
-                "keyfile and certfile are deprecated, use a custom context instead",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+        check_legacy_arguments(context, keyfile, certfile)
+        warn_legacy_arguments(keyfile, certfile, stacklevel=2)
         with warnings.catch_warnings():
             # Warned above, where the caller sees it.
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import os
 import ssl
+import warnings
 from dataclasses import dataclass
 
-__all__ = ["TLSOptions", "smtplib_default_context"]
+__all__ = [
+    "TLSOptions",
+    "check_legacy_arguments",
+    "smtplib_default_context",
+    "warn_legacy_arguments",
+]
 
 
 def smtplib_default_context(
@@ -19,6 +25,34 @@ def smtplib_default_context(
 ) -> ssl.SSLContext:
     """The context smtplib uses when given none (it does not verify the server)."""
     return ssl._create_stdlib_context(certfile=certfile, keyfile=keyfile)  # type: ignore[attr-defined, no-any-return]
+
+
+def check_legacy_arguments(
+    context: ssl.SSLContext | None, keyfile: str | None, certfile: str | None
+) -> None:
+    """smtplib's rule for its deprecated ``keyfile``/``certfile`` arguments.
+
+    :raises ValueError: ``context`` together with either of them.
+    """
+    if context is not None and keyfile is not None:
+        raise ValueError("context and keyfile arguments are mutually exclusive")
+    if context is not None and certfile is not None:
+        raise ValueError("context and certfile arguments are mutually exclusive")
+
+
+def warn_legacy_arguments(
+    keyfile: str | None, certfile: str | None, stacklevel: int
+) -> None:
+    """smtplib's DeprecationWarning for ``keyfile``/``certfile``.
+
+    :param stacklevel: as for :func:`warnings.warn`, counted from the caller.
+    """
+    if keyfile is not None or certfile is not None:
+        warnings.warn(
+            "keyfile and certfile are deprecated, use a custom context instead",
+            DeprecationWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ __all__ = [
     "RecordingHandler",
     "ScriptedConnection",
     "ScriptedServer",
+    "drain",
+    "exchange",
 ]
 
 
@@ -241,6 +243,19 @@ class ScriptedConnection:
 
 
 Script = Callable[[ScriptedConnection], None]
+
+
+def drain(conn: ScriptedConnection) -> None:
+    """Read (and so record) whatever the client still sends until it closes."""
+    while conn.read_line():
+        pass
+
+
+def exchange(conn: ScriptedConnection, *steps: tuple[bytes, bytes]) -> None:
+    """For each step, expect a command starting with ``prefix`` and answer it."""
+    for prefix, reply in steps:
+        conn.expect(prefix)
+        conn.send(reply)
 
 
 class ScriptedServer:

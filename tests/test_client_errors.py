@@ -28,7 +28,7 @@ import pytest
 
 import anysmtp
 from anysmtp._protocol import MAX_REPLY_SIZE
-from tests.servers import ScriptedConnection, ScriptedServer
+from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -53,19 +53,6 @@ RSET = b"rset\r\n"
 
 
 # Helpers ---------------------------------------------------------------------
-
-
-def drain(conn: ScriptedConnection) -> None:
-    """Read (and so record) whatever the client still sends until it closes."""
-    while conn.read_line():
-        pass
-
-
-def exchange(conn: ScriptedConnection, *steps: tuple[bytes, bytes]) -> None:
-    """For each step, expect a command starting with ``prefix`` and answer it."""
-    for prefix, reply in steps:
-        conn.expect(prefix)
-        conn.send(reply)
 
 
 def answer_all(conn: ScriptedConnection) -> None:

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import anysmtp
-from tests.servers import ScriptedConnection, ScriptedServer
+from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
 from tests.test_transport import UnixScriptedServer
 
 pytestmark = pytest.mark.anyio
@@ -38,19 +38,6 @@ DATA = b"data\r\n"
 RSET = b"rset\r\n"
 MESSAGE = b"Subject: lmtp\r\n\r\n.dot\r\nbody\r\n"
 MESSAGE_WIRE = b"Subject: lmtp\r\n\r\n..dot\r\nbody\r\n.\r\n"
-
-
-def drain(conn: ScriptedConnection) -> None:
-    """Read (and so record) whatever the client still sends until it closes."""
-    while conn.read_line():
-        pass
-
-
-def exchange(conn: ScriptedConnection, *steps: tuple[bytes, bytes]) -> None:
-    """For each step, expect a command starting with ``prefix`` and answer it."""
-    for prefix, reply in steps:
-        conn.expect(prefix)
-        conn.send(reply)
 
 
 def lmtp_transaction(

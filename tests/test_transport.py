@@ -26,7 +26,7 @@ import anyio.lowlevel
 import pytest
 
 import anysmtp
-from tests.servers import ScriptedConnection, ScriptedServer
+from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -38,19 +38,6 @@ GREETING = (220, b"scripted ESMTP")
 
 
 # Servers and helpers -----------------------------------------------------------
-
-
-def drain(conn: ScriptedConnection) -> None:
-    """Read (and so record) whatever the client still sends until it closes."""
-    while conn.read_line():
-        pass
-
-
-def exchange(conn: ScriptedConnection, *steps: tuple[bytes, bytes]) -> None:
-    """For each step, expect a command starting with ``prefix`` and answer it."""
-    for prefix, reply in steps:
-        conn.expect(prefix)
-        conn.send(reply)
 
 
 def greet_ehlo_noop_quit(conn: ScriptedConnection) -> None:
