@@ -67,7 +67,7 @@ from ._protocol import (
     addr_only,
     check_address,
     format_command,
-    quoteaddr,
+    mail_path,
 )
 from ._response import SMTPResponse
 from ._tls import (
@@ -891,7 +891,7 @@ class AsyncSMTP:
         return await self.getreply()
 
     def _mail_arguments(self, sender: str, options: Sequence[str]) -> str:
-        check_address(sender)
+        path = mail_path(sender)
         optionlist = ""
         if options and self.does_esmtp:
             if any(option.lower() == "smtputf8" for option in options):
@@ -900,14 +900,14 @@ class AsyncSMTP:
                 else:
                     raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
             optionlist = " " + " ".join(options)
-        return f"FROM:{quoteaddr(sender)}{optionlist}"
+        return f"FROM:{path}{optionlist}"
 
     def _rcpt_arguments(self, recip: str, options: Sequence[str]) -> str:
-        check_address(recip)
+        path = mail_path(recip)
         optionlist = ""
         if options and self.does_esmtp:
             optionlist = " " + " ".join(options)
-        return f"TO:{quoteaddr(recip)}{optionlist}"
+        return f"TO:{path}{optionlist}"
 
     async def rcpt(self, recip: str, options: Sequence[str] = ()) -> SMTPResponse:
         """Send RCPT TO for one recipient.
@@ -1357,8 +1357,10 @@ class AsyncSMTP:
             raise SMTPNoRecipientsError()
         # A half-sent transaction helps nobody: check every address and option
         # now rather than when its command comes up.
-        for each in (from_addr, *recipients, *mail_options, *rcpt_options):
-            check_address(each)
+        for address in (from_addr, *recipients):
+            mail_path(address)
+        for option in (*mail_options, *rcpt_options):
+            check_address(option)
         esmtp_opts = []
         if self.does_esmtp:
             if self.has_extn("size") and body.size is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "check_address",
     "fix_eols",
     "format_command",
+    "mail_path",
     "quoteaddr",
 ]
 
@@ -112,6 +113,68 @@ def quoteaddr(addrstring: str) -> str:
             return addrstring
         return f"<{addrstring}>"
     return f"<{addr}>"
+
+
+#: RFC 5321 section 4.5.3.1.3: a reverse-path or forward-path, angle brackets
+#: included, is at most 256 octets.
+MAX_PATH_LENGTH = 256
+
+
+def _unquoted_brackets(address: str) -> list[tuple[int, str]]:
+    """The positions of ``<`` and ``>`` outside quoted strings and comments."""
+    found: list[tuple[int, str]] = []
+    quoted = escaped = False
+    comment_depth = 0
+    for index, char in enumerate(address):
+        if escaped:
+            escaped = False
+        elif char == "\\" and (quoted or comment_depth):
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"' and not comment_depth:
+            quoted = True
+        elif char == "(":
+            comment_depth += 1
+        elif char == ")" and comment_depth:
+            comment_depth -= 1
+        elif char in "<>" and not comment_depth:
+            found.append((index, char))
+    return found
+
+
+def mail_path(address: str) -> str:
+    """The path for MAIL FROM / RCPT TO (``quoteaddr(address)``), after refusing
+    what would smuggle text into the command or is far too long.
+
+    ``quoteaddr`` passes an address that ``parseaddr`` cannot parse through as it
+    is when it starts with ``<``: smtplib sends ``"<> SIZE=1"`` or
+    ``"<<a@b>> BODY=8BITMIME"`` verbatim, adding ESMTP parameters the caller never
+    passed as options.  A path must be one ``<...>`` with no ``<`` or ``>`` inside
+    outside quotes.
+
+    :raises ValueError: ``address`` has control characters, its path carries
+        text after (or angle brackets inside) the ``<...>``, or the path is longer
+        than :data:`MAX_PATH_LENGTH` octets.
+    """
+    if _PLAIN_ADDRESS.fullmatch(address) is not None:
+        path = f"<{address}>"
+    else:
+        check_address(address)
+        path = quoteaddr(address)
+        if [index for index, _ in _unquoted_brackets(path)] != [0, len(path) - 1]:
+            raise ValueError(
+                f"address would smuggle text into the command as {path!r}: "
+                f"{address!r}"
+            )
+    if len(path) > MAX_PATH_LENGTH // 4 and (
+        len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_LENGTH
+    ):
+        raise ValueError(
+            f"address is too long: its path has more than {MAX_PATH_LENGTH} "
+            f"octets (RFC 5321, section 4.5.3.1.3): {path[:40]!r}..."
+        )
+    return path
 
 
 def addr_only(addrstring: str) -> str:

@@ -1904,7 +1904,6 @@ ADDRESSES: Final = (
     "a_b@b_c.d",
     "no-at-sign",
     "@route.example:a@b.c",
-    "<<a@b.c>>",
     "a(b)c@d.e",
     "'quoted'@e.f",
     "a\\@b@c.d",
@@ -1924,6 +1923,48 @@ def addresses_quoted_like_smtplib(smtplib: ModuleType, host: str, port: int) -> 
                 attempt(s.expn, each),
             ]
             for each in ADDRESSES
+        ]
+
+
+#: Paths smtplib sends as they are: they smuggle text into MAIL and RCPT, or are
+#: longer than RFC 5321 allows.
+SMUGGLED_PATHS: Final = ("<<a@b.c>>", "<> SIZE=1", "<>x", "a" * 300 + "@b.c")
+
+
+def _smuggled_path_check(reference: Outcome, ours: Outcome) -> None:
+    assert isinstance(reference.result, list)
+    assert isinstance(ours.result, list)
+    for address, smtplib_results, anysmtp_results in zip(
+        SMUGGLED_PATHS, reference.result, ours.result, strict=True
+    ):
+        # smtplib sends the path as it is...
+        path = address.encode() if address.startswith("<") else f"<{address}>".encode()
+        assert smtplib_results == [
+            (250, b"got mail FROM:" + path),
+            (250, b"got rcpt TO:" + path),
+        ], smtplib_results
+        # ...anysmtp refuses it before sending anything.
+        assert all(
+            isinstance(each, Raised) and each.type is ValueError
+            for each in anysmtp_results
+        ), anysmtp_results
+    assert b"mail" in reference.transcript
+    assert b"mail" not in ours.transcript
+
+
+SMUGGLED_PATH = Documented(
+    row="`mail()` and `rcpt()` send an address that `parseaddr` cannot parse as it is",
+    check=_smuggled_path_check,
+)
+
+
+@scenario(script(then=echo), documented=SMUGGLED_PATH)
+def addresses_smuggling_text_refused(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    with closing(client(smtplib, host, port)) as s:
+        return [
+            [attempt(s.mail, each), attempt(s.rcpt, each)] for each in SMUGGLED_PATHS
         ]
 
 
