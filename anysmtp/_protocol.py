@@ -164,8 +164,7 @@ def mail_path(address: str) -> str:
         path = quoteaddr(address)
         if [index for index, _ in _unquoted_brackets(path)] != [0, len(path) - 1]:
             raise ValueError(
-                f"address would smuggle text into the command as {path!r}: "
-                f"{address!r}"
+                f"address would smuggle text into the command as {path!r}: {address!r}"
             )
     if len(path) > MAX_PATH_LENGTH // 4 and (
         len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_LENGTH
