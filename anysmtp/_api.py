@@ -40,6 +40,8 @@ async def send(
     username: str | None = None,
     password: str | None = None,
     oauth_token: str | TokenProvider | None = None,
+    pipelining: bool = True,
+    chunking: bool = True,
 ) -> tuple[dict[str, SMTPResponse], str]:
     """Connect, send one message, and disconnect.
 
@@ -73,6 +75,9 @@ async def send(
     :param password: the password for ``username``.
     :param oauth_token: an OAuth token, or a function returning one, instead of
         a password.
+    :param pipelining: pipeline the transaction when the server offers
+        PIPELINING (RFC 2920).
+    :param chunking: send with BDAT when the server offers CHUNKING (RFC 3030).
     :returns: the refused recipients with the server's replies, and the text of
         the server's reply to the message.
     :raises ValueError: a ``str``/``bytes`` message without ``sender`` and
@@ -131,6 +136,8 @@ async def send(
         username=username,
         password=password,
         oauth_token=oauth_token,
+        pipelining=pipelining,
+        chunking=chunking,
     )
     async with client:
         refused = await transaction(client)

@@ -153,6 +153,41 @@ _PIPELINED_HOOKS: Final = (
 _OVERRIDE_CACHE: dict[tuple[type, str], bool] = {}
 
 
+#: Chunks awaiting their replies in a pipelined BDAT upload: enough to keep a
+#: long path busy, few enough that a refusal wastes little.
+_BDAT_WINDOW: Final = 4
+
+
+def _binary_body(
+    body: MessageBody,
+    mail_options: Sequence[str],
+    chunking: bool,
+    features: dict[str, str],
+) -> bool:
+    """Whether the message goes as BODY=BINARYMIME (RFC 3030): asked for in
+    ``mail_options``, or an in-memory message with NUL bytes (which neither
+    7BIT nor 8BITMIME allows) to a server that offers it."""
+    if any(option.upper() == "BODY=BINARYMIME" for option in mail_options):
+        return True
+    return (
+        chunking
+        and "binarymime" in features
+        and body.data is not None
+        and b"\0" in body.data
+    )
+
+
+def _bdat_payload(data: bytes | None, binary: bool) -> bytes | None:
+    """The whole BDAT payload of an in-memory message small enough for one
+    chunk, or ``None``."""
+    if data is None or len(data) > CHUNK_SIZE:
+        return None
+    if binary:
+        return data
+    encoder = DataEncoder(stuff_dots=False)
+    return encoder.encode(data) + encoder.finish()
+
+
 def _size_limit(parameter: str) -> int:
     """The SIZE extension's limit in bytes; 0 when none is announced."""
     try:
@@ -245,12 +280,16 @@ class AsyncSMTP:
         token, or a function (sync or async) that returns one.
     :param pipelining: send MAIL, RCPT and DATA in one write when the server
         offers PIPELINING (RFC 2920) and no smtplib hook is overridden.
+    :param chunking: send messages with BDAT instead of DATA when the server
+        offers CHUNKING (RFC 3030) and no smtplib hook is overridden: no
+        dot-stuffing, and with PIPELINING a small message goes in the same write
+        as its envelope.  ``False`` always uses DATA.
     :raises ValueError: conflicting options.
     """
 
     default_port: ClassVar[int] = SMTP_PORT
     ehlo_msg: ClassVar[str] = "ehlo"
-    #: LMTP reads one final reply per recipient: not pipelined yet.
+    #: LMTP reads one final reply per recipient: not pipelined or chunked yet.
     _pipelining_allowed: ClassVar[bool] = True
 
     debuglevel: int
@@ -289,6 +328,7 @@ class AsyncSMTP:
         password: str | None = None,
         oauth_token: str | TokenProvider | None = None,
         pipelining: bool = True,
+        chunking: bool = True,
     ) -> None:
         if hostname is not None and host and hostname != host:
             raise ValueError("host and hostname are the same option: give one")
@@ -318,6 +358,7 @@ class AsyncSMTP:
         self._use_tls = use_tls
         self._start_tls = start_tls
         self._pipelining = pipelining
+        self._chunking = chunking
         self._server_hostname = server_hostname
         self._username = username
         self._password = password
@@ -997,8 +1038,20 @@ class AsyncSMTP:
             self._pipelining
             and "pipelining" in self.esmtp_features
             and self._pipelining_allowed
-            and not any(self._overridden(name) for name in _PIPELINED_HOOKS)
+            and not self._hooks_overridden()
         )
+
+    def _can_chunk(self) -> bool:
+        """RFC 3030 BDAT: offered, enabled, and no hook in the way."""
+        return (
+            self._chunking
+            and "chunking" in self.esmtp_features
+            and self._pipelining_allowed
+            and not self._hooks_overridden()
+        )
+
+    def _hooks_overridden(self) -> bool:
+        return any(self._overridden(name) for name in _PIPELINED_HOOKS)
 
     async def verify(self, address: str) -> SMTPResponse:
         """Send VRFY: ask whether an address is valid."""
@@ -1361,6 +1414,13 @@ class AsyncSMTP:
             mail_path(address)
         for option in (*mail_options, *rcpt_options):
             check_address(option)
+        chunking = self._can_chunk()
+        binary = _binary_body(body, mail_options, chunking, self.esmtp_features)
+        if binary and not chunking:
+            raise SMTPNotSupportedError(
+                "BODY=BINARYMIME needs BDAT, and CHUNKING is "
+                + ("disabled" if "chunking" in self.esmtp_features else "not offered")
+            )
         esmtp_opts = []
         if self.does_esmtp:
             if self.has_extn("size") and body.size is not None:
@@ -1369,10 +1429,14 @@ class AsyncSMTP:
                     raise SMTPMessageTooLarge(body.size, limit, from_addr)
                 esmtp_opts.append(f"size={body.size}")
             esmtp_opts.extend(mail_options)
+            if binary and not any(
+                option.upper() == "BODY=BINARYMIME" for option in mail_options
+            ):
+                esmtp_opts.append("BODY=BINARYMIME")
         message: MessageSource = body.data if body.data is not None else msg
         if self._can_pipeline():
             return await self._sendmail_pipelined(
-                from_addr, recipients, body, esmtp_opts, rcpt_options
+                from_addr, recipients, body, esmtp_opts, rcpt_options, chunking, binary
             )
         code, resp = await self.mail(from_addr, esmtp_opts)
         if code != 250:
@@ -1394,7 +1458,10 @@ class AsyncSMTP:
             await self._rset()
             raise SMTPRecipientsRefused(senderrs)
         self._data_refusals = {}
-        code, resp = await self.data(message)
+        if chunking:
+            code, resp = await self._bdat(body, binary, window=1)
+        else:
+            code, resp = await self.data(message)
         return await self._finish_transaction(code, resp, senderrs)
 
     async def _finish_transaction(
@@ -1416,18 +1483,33 @@ class AsyncSMTP:
         body: MessageBody,
         esmtp_opts: Sequence[str],
         rcpt_options: Sequence[str],
+        chunking: bool,
+        binary: bool,
     ) -> SendErrors:
         """MAIL, every RCPT and DATA in one write (RFC 2920), the replies read in
-        order, with exactly the sequential path's results and exceptions."""
+        order, with exactly the sequential path's results and exceptions.
+
+        With BDAT, a message that fits in one chunk goes in the same write (as
+        ``BDAT n LAST``); a larger one follows the envelope's replies."""
         batch = [format_command("mail", self._mail_arguments(from_addr, esmtp_opts))]
         batch += [
             format_command("rcpt", self._rcpt_arguments(each, rcpt_options))
             for each in recipients
         ]
-        batch.append(format_command("data"))
         self._accepted_recipients = []
         self._data_refusals = {}
-        await self.send("".join(batch))
+        if not chunking:
+            batch.append(format_command("data"))
+            await self.send("".join(batch))
+        else:
+            payload = _bdat_payload(body.data, binary)
+            if payload is None:
+                await self.send("".join(batch))
+            else:
+                envelope = "".join(batch).encode(self.command_encoding)
+                await self.send(
+                    b"%bBDAT %d LAST\r\n%b" % (envelope, len(payload), payload)
+                )
         code, resp = await self.getreply()
         if code == 421:
             self.close()
@@ -1447,6 +1529,14 @@ class AsyncSMTP:
             if rcpt_code == 421:
                 self.close()
                 raise SMTPRecipientsRefused(senderrs)
+        if chunking:
+            return await self._finish_chunked(
+                body,
+                binary,
+                payload is not None,
+                senderrs,
+                sender_refused or len(senderrs) == len(recipients),
+            )
         data_code, data_resp = await self.getreply()
         if sender_refused is None and self.debuglevel > 0:
             self._print_debug("data:", (data_code, data_resp))
@@ -1465,6 +1555,85 @@ class AsyncSMTP:
         await self._send_body(body)
         code, resp = await self._end_of_data_reply()
         return await self._finish_transaction(code, resp, senderrs)
+
+    async def _finish_chunked(
+        self,
+        body: MessageBody,
+        binary: bool,
+        sent: bool,
+        senderrs: SendErrors,
+        refused: SMTPSenderRefused | bool,
+    ) -> SendErrors:
+        """The pipelined BDAT transaction after the envelope's replies: the
+        reply to the ``BDAT LAST`` already sent, or the chunks to send.
+
+        :param refused: the sender's refusal, or whether every recipient was
+            refused."""
+        if sent:
+            # Refused (and discarded) when the transaction never started.
+            reply = await self._bdat_reply()
+        if refused:
+            await self._rset()
+            if isinstance(refused, SMTPSenderRefused):
+                raise refused
+            raise SMTPRecipientsRefused(senderrs)
+        if not sent:
+            reply = await self._bdat(body, binary, window=_BDAT_WINDOW)
+        return await self._finish_transaction(reply[0], reply[1], senderrs)
+
+    async def _bdat(
+        self, body: MessageBody, binary: bool, *, window: int
+    ) -> SMTPResponse:
+        """Send the message in BDAT chunks (RFC 3030) and return the reply to the
+        last one, or to the first refused one (nothing more is sent then).
+
+        :param window: how many chunks may await their replies: 1 without
+            PIPELINING, where each reply must come before the next chunk.
+        """
+        encoder = None if binary else DataEncoder(stuff_dots=False)
+        unanswered = 0
+        refusal: SMTPResponse | None = None
+        pending: bytes | None = None
+        try:
+            async with contextlib.aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    payload = chunk if encoder is None else encoder.encode(chunk)
+                    if not payload:
+                        continue
+                    if pending is not None:
+                        await self.send(b"BDAT %d\r\n%b" % (len(pending), pending))
+                        unanswered += 1
+                        if unanswered >= window:
+                            unanswered -= 1
+                            reply = await self._bdat_reply()
+                            if reply[0] != 250:
+                                refusal = reply
+                                break
+                    pending = payload
+        except BaseException:
+            # Part of the message is with the server: the session cannot be put
+            # back in step (a stream that failed or yielded str).
+            self._drop_connection()
+            raise
+        if refusal is None:
+            tail = b"" if encoder is None else encoder.finish()
+            last = tail if pending is None else pending + tail
+            await self.send(b"BDAT %d LAST\r\n%b" % (len(last), last))
+            unanswered += 1
+        final: SMTPResponse | None = refusal
+        for _ in range(unanswered):
+            reply = await self._bdat_reply()
+            if final is None or final[0] == 250:
+                final = reply
+        assert final is not None
+        self._last_data_response = final
+        return final
+
+    async def _bdat_reply(self) -> SMTPResponse:
+        reply = await self.getreply()
+        if self.debuglevel > 0:
+            self._print_debug("bdat:", tuple(reply))
+        return reply
 
     async def send_message(
         self,
@@ -1517,12 +1686,22 @@ class AsyncSMTP:
             mail_options,
             smtputf8_supported=lambda: self.has_extn("smtputf8"),
         )
+        options = prepared.mail_options
+        if (
+            self.has_extn("binarymime")
+            and self._can_chunk()
+            and any(
+                part.get("Content-Transfer-Encoding", "").strip().lower() == "binary"
+                for part in msg.walk()
+            )
+        ):
+            # RFC 3030: a binary part may go unencoded, but only with BDAT.
+            options = (
+                *(each for each in options if not each.upper().startswith("BODY=")),
+                "BODY=BINARYMIME",
+            )
         return await self.sendmail(
-            prepared.sender,
-            prepared.recipients,
-            prepared.data,
-            prepared.mail_options,
-            rcpt_options,
+            prepared.sender, prepared.recipients, prepared.data, options, rcpt_options
         )
 
     async def quit(self) -> SMTPResponse:
@@ -1585,6 +1764,8 @@ class AsyncSMTP_SSL(AsyncSMTP):
         username: str | None = None,
         password: str | None = None,
         oauth_token: str | TokenProvider | None = None,
+        pipelining: bool = True,
+        chunking: bool = True,
     ) -> None:
         check_legacy_arguments(context, keyfile, certfile)
         warn_legacy_arguments(keyfile, certfile, stacklevel=2)
@@ -1608,6 +1789,8 @@ class AsyncSMTP_SSL(AsyncSMTP):
             username=username,
             password=password,
             oauth_token=oauth_token,
+            pipelining=pipelining,
+            chunking=chunking,
         )
         self.keyfile = keyfile
         self.certfile = certfile

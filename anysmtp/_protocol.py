@@ -302,14 +302,19 @@ class DataEncoder:
     it for ``bytes`` bodies too means no server can see a premature end of data
     (SMTP smuggling with ``<LF>.<LF>`` or ``<CR>.<CR>``).  State crosses chunk
     boundaries, so splitting the body anywhere gives the same output.
+
+    :param stuff_dots: ``False`` for BDAT (RFC 3030), which has no end-of-data
+        line: the line endings are normalised, dots are left alone and
+        :meth:`finish` adds no ``.`` line.
     """
 
-    __slots__ = ("_at_line_start", "_pending_cr", "_sent_any")
+    __slots__ = ("_at_line_start", "_pending_cr", "_sent_any", "_stuff_dots")
 
-    def __init__(self) -> None:
+    def __init__(self, *, stuff_dots: bool = True) -> None:
         self._pending_cr = False
         self._at_line_start = True
         self._sent_any = False
+        self._stuff_dots = stuff_dots
 
     def encode(self, chunk: bytes) -> bytes:
         """Encode the next chunk of the body; the result may be empty."""
@@ -330,17 +335,19 @@ class DataEncoder:
             if b"\r" in chunk:
                 chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             chunk = chunk.replace(b"\n", b"\r\n")
-        if b"\n." in chunk:
-            chunk = chunk.replace(b"\n.", b"\n..")
-        if self._at_line_start and chunk.startswith(b"."):
-            chunk = b"." + chunk
+        if self._stuff_dots:
+            if b"\n." in chunk:
+                chunk = chunk.replace(b"\n.", b"\n..")
+            if self._at_line_start and chunk.startswith(b"."):
+                chunk = b"." + chunk
         self._at_line_start = chunk.endswith(b"\n")
         self._sent_any = True
         return chunk
 
     def finish(self) -> bytes:
         """The end of the body: a pending line end, a final CRLF when the body does
-        not end with one, and the ``.`` line that ends DATA."""
+        not end with one, and the ``.`` line that ends DATA (unless dots are not
+        stuffed: BDAT)."""
         tail = b""
         if self._pending_cr:
             self._pending_cr = False
@@ -349,7 +356,7 @@ class DataEncoder:
             tail = b"\r\n"
         self._at_line_start = True
         self._sent_any = False
-        return tail + b".\r\n"
+        return tail + b".\r\n" if self._stuff_dots else tail
 
     @classmethod
     def encode_all(cls, body: bytes) -> bytes:

@@ -78,6 +78,10 @@ class SMTP(SyncClient):
         token, or a function (sync or async) that returns one.
     :param pipelining: send MAIL, RCPT and DATA in one write when the server
         offers PIPELINING (RFC 2920) and no smtplib hook is overridden.
+    :param chunking: send messages with BDAT instead of DATA when the server
+        offers CHUNKING (RFC 3030) and no smtplib hook is overridden: no
+        dot-stuffing, and with PIPELINING a small message goes in the same write
+        as its envelope.  ``False`` always uses DATA.
     :raises ValueError: conflicting options.
     """
 
