@@ -1688,7 +1688,8 @@ class AsyncSMTP:
         )
         options = prepared.mail_options
         if (
-            self.has_extn("binarymime")
+            # Not has_extn(): a hook would see a call smtplib never makes.
+            "binarymime" in self.esmtp_features
             and self._can_chunk()
             and any(
                 part.get("Content-Transfer-Encoding", "").strip().lower() == "binary"
