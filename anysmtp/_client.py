@@ -1373,10 +1373,35 @@ class AsyncSMTP:
         :raises TypeError: ``msg`` is of an unsupported type.
         """
         async with self._transaction():
-            with self._deadline(total_timeout):
+            with self._operation(total_timeout):
                 return await self._sendmail(
                     from_addr, to_addrs, msg, mail_options, rcpt_options
                 )
+
+    @contextlib.contextmanager
+    def _operation(self, total_timeout: float | None) -> Iterator[None]:
+        """One cancel scope for a whole transaction: each wait for the server
+        moves its deadline by ``timeout`` (the per-command timeout), which is
+        much cheaper than a timer per command; ``total_timeout`` bounds it all.
+
+        :raises SMTPReadTimeoutError: a wait ran out of time (the connection is
+            closed).
+        """
+        transport = self._transport
+        if transport is None or transport.operation_scope is not None:
+            with self._deadline(total_timeout):
+                yield
+            return
+        scope = transport.operation_scope = anyio.CancelScope()
+        try:
+            with self._deadline(total_timeout), scope:
+                yield
+        finally:
+            transport.operation_scope = None
+        if scope.cancelled_caught:
+            # A wait's deadline passed: the session is out of step.
+            self._drop_connection()
+            raise transport.timeout_error()
 
     @contextlib.contextmanager
     def _deadline(self, total_timeout: float | None) -> Iterator[None]:
@@ -1665,7 +1690,7 @@ class AsyncSMTP:
             does not support it.
         """
         async with self._transaction():
-            with self._deadline(total_timeout):
+            with self._operation(total_timeout):
                 return await self._send_message(
                     msg, from_addr, to_addrs, mail_options, rcpt_options
                 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import math
 import os
 import socket
 import ssl
@@ -155,7 +156,15 @@ class Transport:
     never be used again.
     """
 
-    __slots__ = ("_buffer", "_closed", "_parser", "_sock", "_waiting")
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_parser",
+        "_sock",
+        "_timed_wait",
+        "_waiting",
+        "operation_scope",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -164,6 +173,11 @@ class Transport:
         self._buffer = bytearray(_RECEIVE_SIZE)
         self._closed = False
         self._waiting = False
+        #: The cancel scope of the operation under way (a whole ``sendmail``):
+        #: each wait moves its deadline instead of opening a timer of its own.
+        self.operation_scope: anyio.CancelScope | None = None
+        #: What the last timed wait was, for the message when its time ran out.
+        self._timed_wait: tuple[str, float] = ("", 0.0)
 
     @property
     def sock(self) -> socket.socket:
@@ -225,22 +239,28 @@ class Transport:
 
         :param timeout: seconds to wait for it; ``None`` waits for ever.
         :raises SMTPServerDisconnected: the connection was closed or reset.
-        :raises SMTPReadTimeoutError: no complete reply within ``timeout``.
+        :raises SMTPReadTimeoutError: no complete reply within ``timeout`` (in an
+            operation, its scope is cancelled instead: see :meth:`timeout_error`).
         :raises ReplyLimitError: the reply exceeded a limit.
         """
-        parser = self._parser
-        reply = parser.next_reply()
+        reply = self._parser.next_reply()
         if reply is not None:
             return reply
         if self._closed:
             raise SMTPServerDisconnected("Connection unexpectedly closed")
         try:
-            with anyio.fail_after(timeout):
-                while reply is None:
-                    if parser.at_eof:
-                        raise SMTPServerDisconnected("Connection unexpectedly closed")
-                    await self._receive()
-                    reply = parser.next_reply()
+            if timeout is None:
+                return await self._next_reply()
+            scope = self.operation_scope
+            if scope is None:
+                with anyio.fail_after(timeout):
+                    return await self._next_reply()
+            self._timed_wait = ("waiting for the server's reply", timeout)
+            scope.deadline = anyio.current_time() + timeout
+            try:
+                return await self._next_reply()
+            finally:
+                scope.deadline = math.inf
         except TimeoutError:
             self.close()
             raise SMTPReadTimeoutError(
@@ -256,7 +276,34 @@ class Transport:
         except BaseException:
             self.close()
             raise
-        return reply
+
+    async def _next_reply(self) -> RawReply:
+        parser = self._parser
+        while True:
+            if parser.at_eof:
+                raise SMTPServerDisconnected("Connection unexpectedly closed")
+            await self._receive()
+            reply = parser.next_reply()
+            if reply is not None:
+                return reply
+
+    async def _send_rest(self, view: memoryview) -> None:
+        sock = self._sock
+        while view:
+            try:
+                sent = sock.send(view)
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                await self._wait(readable=False)
+                continue
+            except ssl.SSLWantReadError:
+                await self._wait(readable=True)
+                continue
+            view = view[sent:]
+
+    def timeout_error(self) -> SMTPReadTimeoutError:
+        """The error for an operation whose scope ran out of time in a wait."""
+        what, timeout = self._timed_wait
+        return SMTPReadTimeoutError(f"Timed out {what} after {timeout} seconds")
 
     async def send_all(self, data: bytes, timeout: float | None) -> None:
         """Send all of ``data``.
@@ -280,17 +327,19 @@ class Transport:
             return
         view = view[sent:]
         try:
-            with anyio.fail_after(timeout):
-                while view:
-                    try:
-                        sent = sock.send(view)
-                    except (BlockingIOError, ssl.SSLWantWriteError):
-                        await self._wait(readable=False)
-                        continue
-                    except ssl.SSLWantReadError:
-                        await self._wait(readable=True)
-                        continue
-                    view = view[sent:]
+            scope = self.operation_scope
+            if timeout is None:
+                await self._send_rest(view)
+            elif scope is None:
+                with anyio.fail_after(timeout):
+                    await self._send_rest(view)
+            else:
+                self._timed_wait = ("sending to the server", timeout)
+                scope.deadline = anyio.current_time() + timeout
+                try:
+                    await self._send_rest(view)
+                finally:
+                    scope.deadline = math.inf
         except TimeoutError:
             self.close()
             raise SMTPReadTimeoutError(
