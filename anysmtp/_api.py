@@ -141,7 +141,7 @@ async def send(
     )
     async with client:
         refused = await transaction(client)
-        final = client._last_data_response
+        final = client.last_data_response
     replies = {
         address: SMTPResponse(code, text) for address, (code, text) in refused.items()
     }

@@ -43,6 +43,7 @@ from ._auth import (
 from ._body import CHUNK_SIZE, MessageBody, MessageSource
 from ._errors import (
     SMTPAuthenticationError,
+    SMTPConnectError,
     SMTPConnectTimeoutError,
     SMTPDataError,
     SMTPException,
@@ -397,8 +398,16 @@ class AsyncSMTP:
         return f"<{type(self).__name__} {self._host or self._socket_path!r} {state}>"
 
     async def __aenter__(self) -> AsyncSMTP:
+        """Connect (unless connected already), as the sync constructor does.
+
+        :raises SMTPConnectError: the server's greeting was not 220 (the
+            connection is closed).
+        """
         if not self.is_connected:
-            await self.connect()
+            code, message = await self.connect()
+            if code != 220:
+                self.close()
+                raise SMTPConnectError(code, message)
         return self
 
     async def __aexit__(
@@ -468,6 +477,14 @@ class AsyncSMTP:
     def last_ehlo_response(self) -> SMTPResponse | None:
         """The last successful EHLO reply, or ``None``."""
         return self._last_ehlo_response
+
+    @property
+    def last_data_response(self) -> SMTPResponse | None:
+        """The server's reply to the end of the last message (after DATA or the
+        last BDAT chunk), or ``None``: what aiosmtplib's ``sendmail`` returns as
+        its second item, and what ``sendmail`` drops to keep smtplib's return
+        value."""
+        return self._last_data_response
 
     @property
     def supported_auth_methods(self) -> list[str]:
@@ -822,8 +839,8 @@ class AsyncSMTP:
         """Details of the connection by name.
 
         :param key: one of ``"socket"``, ``"peername"``, ``"sockname"``,
-            ``"sslobject"``, ``"sslcontext"``, ``"cipher"``, ``"peercert"``,
-            ``"compression"``, ``"tls_version"``.
+            ``"sslobject"`` (or asyncio's ``"ssl_object"``), ``"sslcontext"``,
+            ``"cipher"``, ``"peercert"``, ``"compression"``, ``"tls_version"``.
         :raises SMTPServerDisconnected: not connected.
         :raises KeyError: an unknown key.
         """

@@ -23,6 +23,7 @@ import argparse
 import ast
 import builtins
 import difflib
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,25 @@ SKIPPED = frozenset({"__init__", "__aenter__", "__aexit__", "__repr__"})
 PRIVATE_KEPT = frozenset({"_print_debug", "_rset"})
 _BUILTINS = frozenset(dir(builtins))
 _INDENT = "    "
+
+
+def _without_fields(doc: str) -> str:
+    """A class docstring without its field list: the async constructor's
+    ``:param:`` fields do not describe the sync constructor, which documents its
+    own (smtplib's) arguments."""
+    match = re.search(rf"\n{_INDENT}:(param|raises|returns|ivar|var) ", doc)
+    if match is None:
+        return doc
+    fields = match.start()
+    quote = doc[-3:]
+    return (
+        doc[:fields].rstrip()
+        + "\n\n"
+        + _INDENT
+        + "See the constructor for its arguments.\n"
+        + _INDENT
+        + quote
+    )
 
 
 def _isort_key(name: str) -> tuple[int, str]:
@@ -252,7 +272,7 @@ class _Renderer:
         lines = [f"class {spec.name}({', '.join(spec.bases)}):"]
         doc = self.docstring(cls)
         if doc is not None:
-            lines += [_INDENT + doc, ""]
+            lines += [_INDENT + _without_fields(doc), ""]
         self.names.add(async_name)
         lines += [
             f"{_INDENT}_generated: ClassVar[bool] = True",

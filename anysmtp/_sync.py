@@ -49,40 +49,7 @@ class SMTP(SyncClient):
     parameters), ``local_hostname``, ``timeout``, ``source_address``,
     ``command_encoding`` and ``debuglevel``.
 
-    :param host: the server to connect to; ``"host:port"`` is accepted.
-    :param port: the server's port; ``0`` means the default port (25).
-    :param local_hostname: the name sent with HELO/EHLO; by default the local
-        FQDN, or an address literal when there is none.
-    :param timeout: seconds allowed for connecting and for each command;
-        ``None`` waits for ever.
-    :param source_address: ``(host, port)`` to bind the socket to before
-        connecting; ``("", 0)`` lets the system choose.
-    :param hostname: the server to connect to (aiosmtplib's name for ``host``).
-    :param socket_path: connect to this Unix domain socket instead of TCP.
-    :param sock: use this already-connected socket instead of connecting.
-    :param use_tls: speak TLS from the start (implicit TLS, port 465).
-    :param start_tls: ``None`` (default) upgrades with STARTTLS on connect when
-        the server offers it, ``True`` requires the upgrade (connecting fails if
-        the server does not offer it), ``False`` never upgrades on its own.
-    :param validate_certs: verify the server's certificate and host name.
-    :param client_cert: a PEM file with a client certificate (and its key).
-    :param client_key: a PEM file with the client certificate's key.
-    :param cert_bundle: a PEM file of CA certificates to trust.
-    :param tls_context: an :class:`ssl.SSLContext` to use as it is (exclusive
-        with ``client_cert``, ``client_key`` and ``cert_bundle``).
-    :param server_hostname: the name for SNI and certificate verification, when
-        it is not the host connected to.
-    :param username: log in as this user on connect.
-    :param password: the password for ``username``.
-    :param oauth_token: log in with XOAUTH2/OAUTHBEARER instead of a password: a
-        token, or a function (sync or async) that returns one.
-    :param pipelining: send MAIL, RCPT and DATA in one write when the server
-        offers PIPELINING (RFC 2920) and no smtplib hook is overridden.
-    :param chunking: send messages with BDAT instead of DATA when the server
-        offers CHUNKING (RFC 3030) and no smtplib hook is overridden: no
-        dot-stuffing, and with PIPELINING a small message goes in the same write
-        as its envelope.  ``False`` always uses DATA.
-    :raises ValueError: conflicting options.
+    See the constructor for its arguments.
     """
 
     _generated: ClassVar[bool] = True
@@ -238,6 +205,14 @@ class SMTP(SyncClient):
         return self._async.last_ehlo_response
 
     @property
+    def last_data_response(self) -> SMTPResponse | None:
+        """The server's reply to the end of the last message (after DATA or the
+        last BDAT chunk), or ``None``: what aiosmtplib's ``sendmail`` returns as
+        its second item, and what ``sendmail`` drops to keep smtplib's return
+        value."""
+        return self._async.last_data_response
+
+    @property
     def supported_auth_methods(self) -> list[str]:
         """The AUTH mechanisms the server advertised, upper-cased."""
         return self._async.supported_auth_methods
@@ -347,8 +322,8 @@ class SMTP(SyncClient):
         """Details of the connection by name.
 
         :param key: one of ``"socket"``, ``"peername"``, ``"sockname"``,
-            ``"sslobject"``, ``"sslcontext"``, ``"cipher"``, ``"peercert"``,
-            ``"compression"``, ``"tls_version"``.
+            ``"sslobject"`` (or asyncio's ``"ssl_object"``), ``"sslcontext"``,
+            ``"cipher"``, ``"peercert"``, ``"compression"``, ``"tls_version"``.
         :raises SMTPServerDisconnected: not connected.
         :raises KeyError: an unknown key.
         """
@@ -653,18 +628,7 @@ class SMTP(SyncClient):
 class SMTP_SSL(SyncSMTPSSLInit, SMTP):
     """A connection that speaks TLS from the start (implicit TLS, port 465).
 
-    :param host: the server; ``"host:port"`` is accepted.
-    :param port: the server's port (465 by default).
-    :param local_hostname: the name sent with EHLO.
-    :param timeout: seconds for connecting (TLS handshake included) and for
-        each command.
-    :param source_address: ``(host, port)`` to bind to before connecting.
-    :param context: the :class:`ssl.SSLContext`; by default one that verifies
-        the server (the sync :class:`anysmtp.SMTP_SSL` uses smtplib's, which
-        does not).
-    :param keyfile: deprecated (as in smtplib): a client key file.
-    :param certfile: deprecated (as in smtplib): a client certificate file.
-    :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
+    See the constructor for its arguments.
     """
 
     _generated: ClassVar[bool] = True
@@ -681,17 +645,7 @@ class LMTP(SyncLMTPInit, SMTP):
     the data for every accepted recipient: ``sendmail`` reports the recipients
     whose delivery failed in its result, as refused ones.
 
-    :param host: the server, or the absolute path of a Unix socket (``"/..."``).
-    :param port: the server's port (2003 by default).
-    :param local_hostname: the name sent with LHLO.
-    :param source_address: ``(host, port)`` to bind to before connecting.
-    :param timeout: seconds allowed for connecting and for each command.
-    :param hostname: aiosmtplib's name for ``host``.
-    :param socket_path: connect to this Unix domain socket.
-    :param sock: use this already-connected socket.
-    :param start_tls: ``False`` (the default: LMTP is local delivery, RFC 2033)
-        never upgrades on its own; ``None`` upgrades when the server offers
-        STARTTLS; ``True`` requires it.
+    See the constructor for its arguments.
     """
 
     _generated: ClassVar[bool] = True

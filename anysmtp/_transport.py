@@ -404,7 +404,7 @@ class Transport:
         if key == "sockname":
             return sock.getsockname()
         tls = sock if isinstance(sock, ssl.SSLSocket) else None
-        if key == "sslobject":
+        if key in ("sslobject", "ssl_object"):
             return tls
         if key == "sslcontext":
             return tls.context if tls is not None else None

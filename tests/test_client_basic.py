@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import anysmtp
-from tests.servers import AiosmtpdServer
+from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer, drain
 
 pytestmark = pytest.mark.anyio
 
@@ -56,3 +56,42 @@ async def test_tasks_sharing_a_client_take_turns(smtpd: AiosmtpdServer) -> None:
     assert sorted(m.mail_from for m in smtpd.messages) == [
         f"sender{index}@example.com" for index in range(5)
     ]
+
+
+async def test_last_data_response(smtpd: AiosmtpdServer) -> None:
+    async with anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port) as smtp:
+        before = smtp.last_data_response
+        await smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\n")
+        after = smtp.last_data_response
+    assert (before, after) == (None, (250, b"OK: queued"))
+    with anysmtp.SMTP(smtpd.host, smtpd.port) as sync_smtp:
+        sync_smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: y\r\n\r\n")
+        assert sync_smtp.last_data_response == (250, b"OK: queued")
+    assert len(smtpd.messages) == 2
+
+
+async def test_refused_greeting_stops_async_with_and_send() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"554 5.7.1 go away\r\n")
+        drain(conn)
+
+    with ScriptedServer(script, connections=2) as server:
+        client = anysmtp.AsyncSMTP(hostname=server.host, port=server.port)
+        with pytest.raises(anysmtp.SMTPConnectError) as caught:
+            async with client:
+                raise AssertionError("entered")
+        assert (caught.value.smtp_code, caught.value.smtp_error) == (
+            554,
+            b"5.7.1 go away",
+        )
+        assert not client.is_connected
+        with pytest.raises(anysmtp.SMTPConnectError):
+            await anysmtp.send(
+                b"Subject: x\r\n\r\n",
+                sender="a@example.com",
+                recipients=["b@example.com"],
+                hostname=server.host,
+                port=server.port,
+            )
+    # Nothing was sent after the refused greeting.
+    assert server.transcript == b""

@@ -438,6 +438,7 @@ async def test_get_transport_info() -> None:
         assert smtp.get_transport_info("sockname") == sock.getsockname()
         for key in (
             "sslobject",
+            "ssl_object",  # asyncio's (and aiosmtplib's) name
             "sslcontext",
             "cipher",
             "peercert",
