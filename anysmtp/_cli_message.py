@@ -1,0 +1,402 @@
+"""``anysmtp send``: the message and its envelope, from options or a file.
+
+Nothing here touches the network.  A composed message gets ``Date`` and
+``Message-ID`` like a mail client would add them; a ready message (``--eml``)
+is sent byte for byte, unless it has ``Bcc`` headers, which must not reach the
+wire (it is then flattened without them, as ``send_message`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.policy
+import email.utils
+import mimetypes
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+from ._cli_errors import CliError, ExitCode
+from ._message import prepare_message
+
+__all__ = ["Outgoing", "Recipient", "build", "read_recipient_file"]
+
+#: RFC 5322 field names: printable ASCII except the colon.
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")
+#: What mimetypes reports as an encoding, as the type of the file itself.
+_COMPRESSED_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/x-brotli",
+}
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient: as written (for a ``To`` header) and the bare address."""
+
+    display: str
+    address: str
+
+
+@dataclass
+class Outgoing:
+    """What ``send`` sends: an envelope and a message.
+
+    For bulk sending, :meth:`for_recipient` gives each recipient's copy.
+    """
+
+    sender: str
+    recipients: list[str]
+    data: bytes
+    mail_options: tuple[str, ...]
+    #: The composed message, when it was composed (``None`` for ``--eml``).
+    message: EmailMessage | None
+    #: The domain for new Message-IDs.
+    domain: str
+
+    def for_recipient(self, recipient: Recipient) -> tuple[bytes, tuple[str, ...]]:
+        """The message for one bulk recipient: addressed to them alone (a
+        composed message gets its own ``To`` and ``Message-ID``), or the ready
+        message unchanged."""
+        if self.message is None:
+            return self.data, self.mail_options
+        message = self.message
+        _set_header(message, "To", recipient.display)
+        _set_header(message, "Message-ID", email.utils.make_msgid(domain=self.domain))
+        prepared = prepare_message(
+            message, self.sender, [recipient.address], (), smtputf8_supported=_yes
+        )
+        return prepared.data, prepared.mail_options
+
+
+def _set_header(message: EmailMessage, name: str, value: str) -> None:
+    """Replace a header where it stands (or add it)."""
+    if name in message:
+        message.replace_header(name, value)
+    else:
+        message[name] = value
+
+
+def _yes() -> bool:
+    # Prepared before connecting: whether the server supports SMTPUTF8 is
+    # checked when sending (MAIL with SMTPUTF8 fails cleanly).
+    return True
+
+
+def _parse(value: str) -> list[Recipient] | None:
+    """The addresses in ``value`` (``a@b``, ``Name <a@b>``, comma-separated),
+    or ``None`` if one of them is not a mailbox.
+
+    RFC 5321 addresses have a domain; ``postmaster`` alone is the exception.
+    """
+    pairs = email.utils.getaddresses([value])
+    for _name, address in pairs:
+        local, at, domain = address.rpartition("@")
+        if not (local and at and domain) and address.lower() != "postmaster":
+            return None
+    return [Recipient(_display(*pair), pair[1]) for pair in pairs] or None
+
+
+def _addresses(values: Sequence[str], option: str) -> list[Recipient]:
+    """Each value may hold several comma-separated addresses."""
+    recipients: list[Recipient] = []
+    for value in values:
+        parsed = _parse(value)
+        if parsed is None:
+            raise CliError(ExitCode.USAGE, f"{option}: not an address: {value!r}")
+        recipients.extend(parsed)
+    return recipients
+
+
+def _display(name: str, address: str) -> str:
+    """``Name <address>`` for a header, or the address alone."""
+    if not name:
+        return address
+    try:
+        return email.utils.formataddr((name, address))
+    except UnicodeEncodeError:
+        # formataddr wants an ASCII address; the header policy encodes the
+        # rest (an international address needs SMTPUTF8 anyway).
+        return f'"{email.utils.quote(name)}" <{address}>'
+
+
+def _sender(value: str) -> str:
+    parsed = _parse(value)
+    if parsed is None or len(parsed) != 1:
+        raise CliError(ExitCode.USAGE, f"--from: not one address: {value!r}")
+    return parsed[0].address
+
+
+def _read_bytes(path: str, option: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise CliError(
+            ExitCode.USAGE, f"{option}: cannot read {path}: {exc.strerror or exc}"
+        ) from None
+
+
+def _read_text(path: str, option: str, hint: str = "") -> str:
+    try:
+        return _read_bytes(path, option).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(
+            ExitCode.USAGE, f"{option}: {path} is not UTF-8 text{hint}"
+        ) from None
+
+
+def read_recipient_file(path: str) -> list[Recipient]:
+    """``--to-file``: one address per line; blank lines and ``#`` comments are
+    skipped.
+
+    :raises CliError: a line that is not one address, or no address at all.
+    """
+    text = _read_text(path, "--to-file")
+    recipients: list[Recipient] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parsed = _parse(line)
+        if parsed is None or len(parsed) != 1:
+            raise CliError(
+                ExitCode.USAGE, f"--to-file: line {number} is not one address: {line!r}"
+            )
+        recipients.append(parsed[0])
+    if not recipients:
+        raise CliError(ExitCode.USAGE, f"--to-file: no address in {path}")
+    return recipients
+
+
+def _headers(values: Sequence[str]) -> list[tuple[str, str]]:
+    headers = []
+    for value in values:
+        name, colon, text = value.partition(":")
+        name = name.strip()
+        if not colon or not _FIELD_NAME.match(name):
+            raise CliError(
+                ExitCode.USAGE, f"--header: expected 'Name: value', got {value!r}"
+            )
+        if "\r" in text or "\n" in text:
+            raise CliError(ExitCode.USAGE, f"--header: line break in {value!r}")
+        headers.append((name, text.strip()))
+    return headers
+
+
+def _attachment_type(path: str) -> tuple[str, str]:
+    content_type, encoding = mimetypes.guess_type(path, strict=False)
+    if encoding is not None:
+        # report.csv.gz is a gzip file, whatever it holds.
+        content_type = _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+    if content_type is None:
+        content_type = "application/octet-stream"
+    maintype, _, subtype = content_type.partition("/")
+    return maintype, subtype
+
+
+def _compose(
+    args: argparse.Namespace, sender: str, first: Recipient | None
+) -> tuple[EmailMessage, str]:
+    """The message the options describe; for bulk sending, addressed to the
+    ``first`` recipient (each copy gets its own ``To``)."""
+    message = EmailMessage()
+    domain = sender.rpartition("@")[2] or "localhost"
+    try:
+        message["From"] = args.sender
+        if first is not None:
+            message["To"] = first.display
+        for option, name in (("to", "To"), ("cc", "Cc"), ("bcc", "Bcc")):
+            values = getattr(args, option)
+            if values:
+                message[name] = ", ".join(
+                    each.display for each in _addresses(values, f"--{option}")
+                )
+        if args.subject is not None:
+            message["Subject"] = args.subject
+        message["Date"] = email.utils.formatdate(localtime=True)
+        # Given a domain, make_msgid does not look up this machine's name.
+        message["Message-ID"] = email.utils.make_msgid(domain=domain)
+        replaced: set[str] = set()
+        for name, value in _headers(args.header):
+            if name.lower() not in replaced:
+                # --header replaces what the other options set, once per name.
+                replaced.add(name.lower())
+                del message[name]
+            message[name] = value
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CliError(ExitCode.USAGE, f"invalid header: {exc}") from None
+    hint = " (send it with --attach instead)"
+    text = args.body
+    if args.body_file is not None:
+        text = _read_text(args.body_file, "--body-file", hint)
+    html = None
+    if args.html_file is not None:
+        html = _read_text(args.html_file, "--html-file", hint)
+    if html is None or text is not None:
+        message.set_content(text or "")
+        if html is not None:
+            message.add_alternative(html, subtype="html")
+    else:
+        message.set_content(html, subtype="html")
+    for path in args.attach:
+        data = _read_bytes(path, "--attach")
+        maintype, subtype = _attachment_type(path)
+        message.add_attachment(data, maintype, subtype, filename=os.path.basename(path))
+    return message, domain
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Arguments that go into the message must be text: bytes that are not
+    valid in the locale's encoding arrive as lone surrogates."""
+    for option in ("sender", "to", "cc", "bcc", "subject", "body", "header"):
+        values = getattr(args, option)
+        for value in values if isinstance(values, list) else [values]:
+            try:
+                (value or "").encode("utf-8")
+            except UnicodeEncodeError:
+                name = "--from" if option == "sender" else f"--{option}"
+                raise CliError(
+                    ExitCode.USAGE, f"{name}: not valid text: {value!r}"
+                ) from None
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    _check_text(args)
+    stdin_users = [
+        option
+        for option, value in (
+            ("--eml", args.eml),
+            ("--body-file", args.body_file),
+            ("--html-file", args.html_file),
+            ("--to-file", args.to_file),
+        )
+        if value == "-"
+    ]
+    stdin_users += ["--attach"] * args.attach.count("-")
+    if len(stdin_users) > 1:
+        raise CliError(
+            ExitCode.USAGE,
+            f"only one input can be read from stdin ('-'): {', '.join(stdin_users)}",
+        )
+    if args.eml is not None:
+        composing = [
+            option
+            for option, given in (
+                ("--subject", args.subject is not None),
+                ("--body", args.body is not None),
+                ("--body-file", args.body_file is not None),
+                ("--html-file", args.html_file is not None),
+                ("--attach", bool(args.attach)),
+                ("--header", bool(args.header)),
+            )
+            if given
+        ]
+        if composing:
+            raise CliError(
+                ExitCode.USAGE,
+                f"--eml sends a ready message: {', '.join(composing)} cannot be "
+                "used with it",
+            )
+    elif args.sender is None:
+        raise CliError(ExitCode.USAGE, "--from is required (or a message with --eml)")
+    if args.body is not None and args.body_file is not None:
+        raise CliError(ExitCode.USAGE, "--body and --body-file are exclusive")
+    if args.to_file is not None and (args.to or args.cc or args.bcc):
+        raise CliError(
+            ExitCode.USAGE,
+            "--to-file sends one message per address: --to, --cc and --bcc cannot "
+            "be used with it",
+        )
+
+
+def build(args: argparse.Namespace) -> tuple[Outgoing, list[Recipient] | None]:
+    """The message and envelope the options describe.
+
+    :returns: the message, and the bulk recipients of ``--to-file`` (or ``None``).
+    :raises CliError: conflicting options, unreadable files, bad addresses.
+    """
+    _check_options(args)
+    bulk = read_recipient_file(args.to_file) if args.to_file is not None else None
+    envelope_to = [
+        each.address
+        for option in ("to", "cc", "bcc")
+        for each in _addresses(getattr(args, option), f"--{option}")
+    ]
+    sender = _sender(args.sender) if args.sender is not None else None
+    if args.eml is not None:
+        return _ready_message(args.eml, sender, envelope_to, bulk), bulk
+    assert sender is not None
+    message, domain = _compose(args, sender, bulk[0] if bulk else None)
+    if bulk is None and not envelope_to:
+        raise CliError(
+            ExitCode.USAGE, "no recipient: give --to, --cc, --bcc or --to-file"
+        )
+    prepared = prepare_message(
+        message,
+        sender,
+        envelope_to or [each.address for each in bulk or ()],
+        (),
+        smtputf8_supported=_yes,
+    )
+    return (
+        Outgoing(
+            sender=sender,
+            recipients=prepared.recipients,
+            data=prepared.data,
+            mail_options=prepared.mail_options,
+            message=message,
+            domain=domain,
+        ),
+        bulk,
+    )
+
+
+def _ready_message(
+    path: str,
+    sender: str | None,
+    envelope_to: list[str],
+    bulk: list[Recipient] | None,
+) -> Outgoing:
+    raw = _read_bytes(path, "--eml")
+    if not raw.strip():
+        raise CliError(ExitCode.USAGE, f"--eml: {path} is empty")
+    try:
+        message = BytesParser(policy=email.policy.default).parsebytes(raw)
+        prepared = prepare_message(
+            message,
+            sender,
+            envelope_to or [each.address for each in bulk or ()] or None,
+            (),
+            smtputf8_supported=_yes,
+        )
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CliError(ExitCode.USAGE, f"--eml: cannot use {path}: {exc}") from None
+    if not prepared.sender:
+        raise CliError(
+            ExitCode.USAGE, f"--eml: {path} has no From or Sender address: give --from"
+        )
+    if not prepared.recipients or not all(prepared.recipients):
+        raise CliError(
+            ExitCode.USAGE,
+            f"--eml: no recipient in the headers of {path}: give --to or --to-file",
+        )
+    has_bcc = "Bcc" in message or "Resent-Bcc" in message
+    return Outgoing(
+        sender=prepared.sender,
+        recipients=prepared.recipients,
+        # Byte for byte, unless Bcc headers must be taken out.
+        data=prepared.data if has_bcc else raw,
+        mail_options=prepared.mail_options,
+        message=None,
+        domain="localhost",
+    )
