@@ -6,8 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install demo test check lint typecheck generate bench clean
+.PHONY: install demo test check lint typecheck generate bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +52,13 @@ bench: $(BENCH_STAMP)
 	sh bench/install-smtp-sink.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+## make docs: the Sphinx documentation in docs/_build/html (warnings are errors)
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e . --group docs
+	touch $@
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python -m sphinx -E -n -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache docs/_build
