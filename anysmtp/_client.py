@@ -152,6 +152,19 @@ _PIPELINED_HOOKS: Final = (
     "close",
 )
 _OVERRIDE_CACHE: dict[tuple[type, str], bool] = {}
+_HOOKS_OVERRIDDEN: dict[type, bool] = {}
+
+
+def _class_overrides(cls: type, name: str) -> bool:
+    """Whether ``cls`` (a subclass) replaced the library's method ``name``."""
+    key = (cls, name)
+    overridden = _OVERRIDE_CACHE.get(key)
+    if overridden is None:
+        function = getattr(cls, name)
+        overridden = _OVERRIDE_CACHE[key] = all(
+            library.__dict__.get(name) is not function for library in _LIBRARY_CLASSES
+        )
+    return overridden
 
 
 #: Chunks awaiting their replies in a pipelined BDAT upload: enough to keep a
@@ -1037,17 +1050,7 @@ class AsyncSMTP:
 
     def _overridden(self, name: str) -> bool:
         """Whether a subclass or the sync facade replaced the method ``name``."""
-        if name in self.__dict__:
-            return True
-        key = (type(self), name)
-        overridden = _OVERRIDE_CACHE.get(key)
-        if overridden is None:
-            function = getattr(type(self), name)
-            overridden = all(
-                cls.__dict__.get(name) is not function for cls in _LIBRARY_CLASSES
-            )
-            _OVERRIDE_CACHE[key] = overridden
-        return overridden
+        return name in self.__dict__ or _class_overrides(type(self), name)
 
     def _can_pipeline(self) -> bool:
         """RFC 2920 pipelining: offered, enabled, and no hook in the way."""
@@ -1068,7 +1071,15 @@ class AsyncSMTP:
         )
 
     def _hooks_overridden(self) -> bool:
-        return any(self._overridden(name) for name in _PIPELINED_HOOKS)
+        # Per class once, then a set operation on the instance's dict (where the
+        # sync facade puts its bridges to sync overrides): no loop per message.
+        cls = type(self)
+        overridden = _HOOKS_OVERRIDDEN.get(cls)
+        if overridden is None:
+            overridden = _HOOKS_OVERRIDDEN[cls] = any(
+                _class_overrides(cls, name) for name in _PIPELINED_HOOKS
+            )
+        return overridden or not self.__dict__.keys().isdisjoint(_PIPELINED_HOOKS)
 
     async def verify(self, address: str) -> SMTPResponse:
         """Send VRFY: ask whether an address is valid."""
