@@ -1026,6 +1026,16 @@ class AsyncSMTP:
             # override and the debug output see.
             await self.send(DataEncoder.encode_all(data))
             return
+        if (
+            data is not None
+            and DataEncoder.is_canonical(data)
+            and b"\n." not in data
+            and not data.startswith(b".")
+        ):
+            # Nothing to change: the message goes as it is, without a copy.
+            await self.send(data)
+            await self.send(b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+            return
         encoder = DataEncoder()
         try:
             async with contextlib.aclosing(body.chunks()) as chunks:
@@ -1643,6 +1653,17 @@ class AsyncSMTP:
         :param window: how many chunks may await their replies: 1 without
             PIPELINING, where each reply must come before the next chunk.
         """
+        data = body.data
+        if data is not None and (binary or DataEncoder.is_canonical(data)):
+            # Nothing to change: one chunk, sent as it is, without a copy.
+            tail = b"" if binary or data.endswith(b"\r\n") else b"\r\n"
+            await self.send(b"BDAT %d LAST\r\n" % (len(data) + len(tail)))
+            await self.send(data)
+            if tail:
+                await self.send(tail)
+            reply = await self._bdat_reply()
+            self._last_data_response = reply
+            return reply
         encoder = None if binary else DataEncoder(stuff_dots=False)
         unanswered = 0
         refusal: SMTPResponse | None = None

@@ -358,6 +358,15 @@ class DataEncoder:
         self._sent_any = False
         return tail + b".\r\n" if self._stuff_dots else tail
 
+    @staticmethod
+    def is_canonical(body: bytes) -> bool:
+        """Whether ``body`` needs no change at all, dot-stuffing aside when
+        ``stuff_dots`` is off: every line ending is CRLF and (for DATA) no line
+        starts with a dot.  Counting runs at memory speed, so a large message in
+        this form is sent as it is, without a copy."""
+        crlf = body.count(b"\r\n")
+        return body.count(b"\n") == crlf and body.count(b"\r") == crlf
+
     @classmethod
     def encode_all(cls, body: bytes) -> bytes:
         """The whole DATA payload for a body held in memory."""

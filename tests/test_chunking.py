@@ -285,7 +285,7 @@ async def test_refused_chunk_stops_the_upload(
 ) -> None:
     extensions = (b"PIPELINING", b"CHUNKING") if pipelining else (b"CHUNKING",)
     server = Server(extensions=extensions, chunk_replies={1: b"552 5.3.4 too big"})
-    body = b"y" * (20 * CHUNK_SIZE)
+    body = io.BytesIO(b"y" * (20 * CHUNK_SIZE))  # streamed: chunk by chunk
     outcome, _ = await send_async(server, ALICE, [BOB], body)
     assert isinstance(outcome, anysmtp.SMTPDataError)
     assert (outcome.smtp_code, outcome.smtp_error) == (552, b"5.3.4 too big")
@@ -403,3 +403,22 @@ async def test_send_message_binary_part(anyio_backend: str, offered: bool) -> No
     else:
         assert mail_line == b"mail FROM:<alice@example.com>\r\n"
         assert delivered.endswith(body + b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "delivered"),
+    [
+        (b"z" * (3 * CHUNK_SIZE) + b"\r\n", b"z" * (3 * CHUNK_SIZE) + b"\r\n"),
+        (b".z\r\n" * CHUNK_SIZE, b".z\r\n" * CHUNK_SIZE),
+        (b"z" * (3 * CHUNK_SIZE), b"z" * (3 * CHUNK_SIZE) + b"\r\n"),
+    ],
+    ids=["crlf", "dots", "no final crlf"],
+)
+async def test_large_canonical_message_is_one_chunk(
+    anyio_backend: str, body: bytes, delivered: bytes
+) -> None:
+    server = Server()
+    outcome, _ = await send_async(server, ALICE, [BOB], body)
+    assert outcome == {}
+    assert server.chunk_sizes == [len(delivered)]
+    assert server.delivered[0][2] == delivered

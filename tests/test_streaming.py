@@ -150,3 +150,27 @@ async def test_total_timeout_bounds_the_whole_transaction() -> None:
                 total_timeout=0.35,
             )
         assert not smtp.is_connected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Subject: big\r\n\r\n" + b"canonical line\r\n" * 40000,
+        b"Subject: big\r\n\r\n" + b"line\r\n" * 40000 + b"no final line ending",
+        b"Subject: big\r\n\r\n" + b".dot\r\nline\r\n" * 40000,
+        b"Subject: big\r\n\r\n" + b"bare LF\n" * 40000,
+    ],
+    ids=["canonical", "no final CRLF", "dots", "bare LF"],
+)
+async def test_large_bytes_give_the_same_bytes(
+    smtpd: AiosmtpdServer, body: bytes
+) -> None:
+    # Larger than a chunk: a canonical body goes as it is, the others chunk by
+    # chunk; what the server keeps is the same either way.
+    assert len(body) > 256 * 1024
+    async with anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port) as smtp:
+        await smtp.sendmail("a@example.com", ["b@example.com"], body)
+    expected = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert smtpd.messages[0].data == expected
