@@ -156,7 +156,7 @@ async def test_total_timeout_bounds_the_whole_transaction() -> None:
     "body",
     [
         b"Subject: big\r\n\r\n" + b"canonical line\r\n" * 40000,
-        b"Subject: big\r\n\r\n" + b"line\r\n" * 40000 + b"no final line ending",
+        b"Subject: big\r\n\r\n" + b"line\r\n" * 60000 + b"no final line ending",
         b"Subject: big\r\n\r\n" + b".dot\r\nline\r\n" * 40000,
         b"Subject: big\r\n\r\n" + b"bare LF\n" * 40000,
     ],
