@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install demo test check lint typecheck generate bench docs clean
+.PHONY: install demo test check lint typecheck generate bench docs interop soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	sh bench/install-smtp-sink.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## make interop: the client against private Postfix and Exim on loopback
+## (as root on Debian: installs them with apt-get; otherwise skipped with a message)
+interop: $(STAMP)
+	sh interop/run.sh $(BIN)/python $(PYTEST_ARGS)
 
 ## make docs: the Sphinx documentation in docs/_build/html (warnings are errors)
 $(DOCS_STAMP): $(STAMP) pyproject.toml

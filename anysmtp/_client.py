@@ -1635,6 +1635,8 @@ class AsyncSMTP:
         if sent:
             # Refused (and discarded) when the transaction never started.
             reply = await self._bdat_reply()
+            if not refused:
+                self._last_data_response = reply
         if refused:
             await self._rset()
             if isinstance(refused, SMTPSenderRefused):

@@ -192,6 +192,24 @@ async def test_small_message_goes_with_the_envelope(anyio_backend: str) -> None:
     assert b"data" not in transcript.lower()
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "serial"])
+async def test_send_returns_the_final_reply(
+    anyio_backend: str, pipelining: bool
+) -> None:
+    extensions = (b"PIPELINING", b"CHUNKING") if pipelining else (b"CHUNKING",)
+    server = Server(extensions=extensions, final=b"250 2.0.0 queued as ABC")
+    with ScriptedServer(server.script) as scripted:
+        result = await anysmtp.send(
+            MESSAGE,
+            sender=ALICE,
+            recipients=[BOB],
+            hostname=scripted.host,
+            port=scripted.port,
+            start_tls=False,
+        )
+    assert result == ({}, "2.0.0 queued as ABC")
+
+
 async def test_without_pipelining_one_command_at_a_time(anyio_backend: str) -> None:
     server = Server(extensions=(b"CHUNKING",))
     outcome, _ = await send_async(server, ALICE, [BOB], MESSAGE)

@@ -1,0 +1,153 @@
+#!/bin/sh
+# Install what `make interop` needs: Postfix and Cyrus SASL (Debian packages),
+# and a private copy of Exim unpacked under interop/.cache (never installed as a
+# package: exim4-daemon-light and postfix conflict).
+#
+# Exit status: 0 when everything is there (installed now or before), 77 when
+# this machine cannot install it (not root, or no apt-get: `make interop` is
+# then skipped), anything else when an installation failed.
+#
+# The system's mail setup is left alone: Postfix is installed with debconf's
+# "No configuration" (no main.cf, nothing listening), nothing under /etc/postfix
+# or /etc/exim4 is written, and no service is started.  The servers the tests
+# use run from private configurations (see interop/servers.py).
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${ANYSMTP_INTEROP_CACHE:-$here/.cache}
+exim_root=$cache/exim
+sasl_plugins=/usr/lib/$(uname -m)-linux-gnu/sasl2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+say() { echo "interop: $*"; }
+
+# apt's and dpkg's chatter goes to a log, shown only when a step fails.
+quietly() {
+    "$@" >"$log" 2>&1 && return 0
+    tail -n 40 "$log" >&2
+    return 1
+}
+
+skip() {
+    say "skipped: $1." >&2
+    say "the interop tests need root and apt-get (Debian or Ubuntu) to install" >&2
+    say "postfix, sasl2-bin, libsasl2-modules and a private exim4-daemon-light." >&2
+    exit 77
+}
+
+fail() {
+    say "installation failed: $1" >&2
+    exit 1
+}
+
+if [ "$(id -u)" != "0" ]; then
+    skip "this is not root, so Postfix and Exim cannot be installed or started"
+fi
+if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
+    skip "there is no apt-get/dpkg-deb to install Postfix and Exim with"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+updated=no
+apt_update() {
+    # Only when something is missing: a fresh machine may have no package lists.
+    if [ "$updated" = no ]; then
+        say "apt-get update"
+        quietly apt-get update || fail "apt-get update"
+        updated=yes
+    fi
+}
+
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+# -- Postfix and Cyrus SASL -------------------------------------------------
+missing=""
+for package in postfix sasl2-bin libsasl2-modules libsasl2-modules-db; do
+    installed "$package" || missing="$missing $package"
+done
+if [ -z "$missing" ]; then
+    for plugin in libplain.so liblogin.so libcrammd5.so libsasldb.so; do
+        # Installed but damaged: reinstalling is the cure.
+        [ -e "$sasl_plugins/$plugin" ] \
+            || missing=" --reinstall libsasl2-modules libsasl2-modules-db"
+    done
+fi
+if [ -n "$missing" ]; then
+    apt_update
+    # "No configuration": the package must not set up (or start) a system MTA.
+    echo "postfix postfix/main_mailer_type select No configuration" \
+        | debconf-set-selections || fail "debconf-set-selections"
+    say "apt-get install$missing"
+    # shellcheck disable=SC2086
+    quietly apt-get install -y --no-install-recommends $missing \
+        || fail "apt-get install$missing"
+fi
+for program in /usr/sbin/postfix /usr/sbin/postconf /usr/sbin/saslpasswd2; do
+    [ -x "$program" ] || fail "$program is missing after installing the packages"
+done
+for plugin in libplain.so liblogin.so libcrammd5.so libsasldb.so; do
+    [ -e "$sasl_plugins/$plugin" ] || fail "no Cyrus SASL plugin $sasl_plugins/$plugin"
+done
+getent passwd postfix >/dev/null || fail "the postfix package made no postfix user"
+getent group postdrop >/dev/null || fail "the postfix package made no postdrop group"
+
+# -- Exim, unpacked privately -------------------------------------------------
+exim_ok() {
+    [ -x "$exim_root/usr/sbin/exim4" ] \
+        && ! ldd "$exim_root/usr/sbin/exim4" 2>/dev/null | grep -q "not found"
+}
+
+if ! [ -x "$exim_root/usr/sbin/exim4" ]; then
+    apt_update
+    downloads=$cache/debs
+    rm -rf "$downloads" "$exim_root.new"
+    mkdir -p "$downloads" || fail "mkdir $downloads"
+    # apt downloads as the _apt user when it can write the directory.
+    if getent passwd _apt >/dev/null; then
+        chown _apt "$downloads" 2>/dev/null || true
+    fi
+    say "apt-get download exim4-daemon-light"
+    (cd "$downloads" && quietly apt-get download exim4-daemon-light) \
+        || fail "apt-get download exim4-daemon-light"
+    deb=$(ls "$downloads"/exim4-daemon-light_*.deb 2>/dev/null | head -n 1)
+    [ -n "$deb" ] || fail "apt-get download left no exim4-daemon-light .deb"
+    dpkg-deb -x "$deb" "$exim_root.new" || fail "dpkg-deb -x $deb"
+    dpkg-deb -f "$deb" Version >"$exim_root.new/VERSION"
+    # The libraries Exim links with (its Depends that are libraries; the rest,
+    # exim4-base and exim4-config, is the system setup that is not wanted).
+    libraries=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' \
+        | sed -e 's/|.*//' -e 's/(.*)//' -e 's/:any//' -e 's/ //g' | grep '^lib')
+    needed=""
+    for package in $libraries; do
+        installed "$package" || needed="$needed $package"
+    done
+    if [ -n "$needed" ]; then
+        say "apt-get install$needed (libraries for Exim)"
+        # shellcheck disable=SC2086
+        quietly apt-get install -y --no-install-recommends $needed \
+            || fail "apt-get install$needed"
+    fi
+    rm -rf "$exim_root" && mv "$exim_root.new" "$exim_root" \
+        || fail "could not move Exim into $exim_root"
+    rm -rf "$downloads"
+fi
+exim_ok || {
+    ldd "$exim_root/usr/sbin/exim4" | grep "not found" >&2
+    fail "Exim in $exim_root misses shared libraries (rm -rf $exim_root to retry)"
+}
+
+# Exim looks its compiled-in user up at start and refuses to run without it:
+# the account exim4-base would have made (no home, no login shell).
+if ! getent group Debian-exim >/dev/null; then
+    groupadd --system Debian-exim || fail "groupadd Debian-exim"
+fi
+if ! getent passwd Debian-exim >/dev/null; then
+    useradd --system --gid Debian-exim --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin Debian-exim || fail "useradd Debian-exim"
+fi
+
+say "ready: Postfix $(postconf -dh mail_version)," \
+    "Exim $(cat "$exim_root/VERSION") (in $exim_root)," \
+    "Cyrus SASL $(dpkg-query -W -f='${Version}' libsasl2-modules)"

@@ -1,0 +1,288 @@
+"""What the interop tests share: connection options for each port, messages,
+and the checks of what the servers delivered and logged."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import email.generator
+import email.message
+import io
+import os
+import random
+import re
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import anysmtp
+from interop.servers import (
+    ACCOUNT,
+    DOMAIN,
+    ENDPOINTS,
+    PASSWORD,
+    Endpoint,
+    EndpointSpec,
+    split_trace_headers,
+)
+
+#: Set by `make interop` once the servers are installed.
+ENABLE_VARIABLE = "ANYSMTP_INTEROP"
+SKIP_REASON = (
+    "interop: needs the private Postfix and Exim servers: run `make interop` "
+    "(as root on Debian; it installs them and sets ANYSMTP_INTEROP=1)"
+)
+
+
+def interop_enabled() -> bool:
+    """Whether this run is `make interop`'s."""
+    return os.environ.get(ENABLE_VARIABLE) == "1"
+
+
+def skip_unless_enabled() -> None:
+    """Skip the calling test module (one line in pytest's summary, not one per
+    test) unless this run is `make interop`'s."""
+    if not interop_enabled():
+        pytest.skip(SKIP_REASON, allow_module_level=True)
+
+
+#: Seconds for connecting and for each reply.
+TIMEOUT = 30.0
+BOB = f"bob@{DOMAIN}"
+CAROL = f"carol@{DOMAIN}"
+ZOE = f"zoë@{DOMAIN}"
+#: The 9 MiB of the streamed message.
+LARGE_SIZE = 9 * 1024 * 1024
+
+
+def endpoints(
+    where: Callable[[EndpointSpec], bool] = lambda spec: True,
+) -> pytest.MarkDecorator:
+    """Parametrize a test by every port ``where`` accepts (the ``endpoint``
+    fixture turns each name into the running port)."""
+    names = [name for name, spec in ENDPOINTS.items() if where(spec)]
+    assert names, "no endpoint matches"
+    return pytest.mark.parametrize("endpoint", names, indirect=True)
+
+
+def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """A verifying context that trusts the server's private CA."""
+    return ssl.create_default_context(cafile=str(endpoint.ca_file))
+
+
+def connect_options(
+    endpoint: Endpoint, *, login: bool = True, tls: bool = True, port: int = 0
+) -> dict[str, Any]:
+    """AsyncSMTP's (and send()'s) keyword options for ``endpoint``: its TLS mode
+    (``tls=False`` stays in cleartext on a STARTTLS port), the account when
+    the port offers AUTH, and ``port`` instead of the endpoint's (a proxy)."""
+    spec = endpoint.spec
+    options: dict[str, Any] = {
+        "hostname": endpoint.host,
+        "port": port or endpoint.port,
+        "timeout": TIMEOUT,
+        "validate_certs": True,
+        "cert_bundle": str(endpoint.ca_file),
+        "use_tls": spec.tls == "implicit",
+        "start_tls": spec.tls == "starttls" and tls,
+    }
+    if login and spec.auth and (tls or spec.tls == "implicit"):
+        options.update(username=ACCOUNT, password=PASSWORD)
+    return options
+
+
+@contextlib.asynccontextmanager
+async def async_client(
+    endpoint: Endpoint,
+    *,
+    login: bool = True,
+    tls: bool = True,
+    port: int = 0,
+    **options: Any,
+) -> AsyncIterator[anysmtp.AsyncSMTP]:
+    """A connected (upgraded, logged-in) AsyncSMTP; see :func:`connect_options`."""
+    async with anysmtp.AsyncSMTP(
+        **connect_options(endpoint, login=login, tls=tls, port=port), **options
+    ) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def sync_client(
+    endpoint: Endpoint, *, login: bool = True, tls: bool = True, port: int = 0
+) -> Iterator[anysmtp.SMTP]:
+    """A connected sync client, set up the smtplib way: ``SMTP_SSL`` for
+    implicit TLS, else ``SMTP`` and an explicit ``starttls()``, then
+    ``login()``."""
+    spec = endpoint.spec
+    context = tls_context(endpoint)
+    client: anysmtp.SMTP
+    if spec.tls == "implicit":
+        client = anysmtp.SMTP_SSL(
+            endpoint.host, port or endpoint.port, timeout=TIMEOUT, context=context
+        )
+    else:
+        client = anysmtp.SMTP(endpoint.host, port or endpoint.port, timeout=TIMEOUT)
+    with client:
+        if spec.tls == "starttls" and tls:
+            code, _ = client.starttls(context=context)
+            assert code == 220
+            # smtplib's rule: the extensions are forgotten, EHLO again.
+            client.ehlo()
+        if login and spec.auth and (tls or spec.tls == "implicit"):
+            code, _ = client.login(ACCOUNT, PASSWORD)
+            assert code == 235
+        yield client
+
+
+def new_marker() -> str:
+    """A unique value that tells this test's message from every other."""
+    return uuid.uuid4().hex
+
+
+def make_message(
+    marker: str,
+    *,
+    sender: str = ACCOUNT,
+    to: tuple[str, ...] = (BOB,),
+    subject: str = "interop",
+    body: bytes = b"Hello from anysmtp.\r\n",
+) -> bytes:
+    """A message with CRLF line endings, its headers complete (no server adds
+    any) and ``marker`` in a header."""
+    headers = (
+        f"From: {sender}\r\n"
+        f"To: {', '.join(to)}\r\n"
+        f"Subject: {subject}\r\n"
+        f"Date: {formatdate(localtime=False)}\r\n"
+        f"Message-ID: <{marker}@anysmtp.test>\r\n"
+        f"X-Interop-Case: {marker}\r\n"
+        "\r\n"
+    )
+    return headers.encode("utf-8") + body
+
+
+def flattened(message: email.message.Message, *, international: bool) -> bytes:
+    """The bytes smtplib's ``send_message`` sends for ``message``: Bcc
+    removed, CRLF line endings, UTF-8 headers when ``international``."""
+    message = copy.copy(message)
+    del message["Bcc"]
+    del message["Resent-Bcc"]
+    policy = message.policy
+    if international:
+        # Every policy has ``utf8`` (typeshed only knows it on EmailPolicy).
+        policy = policy.clone(utf8=True)  # type: ignore[call-arg]
+    output = io.BytesIO()
+    email.generator.BytesGenerator(output, policy=policy).flatten(
+        message, linesep="\r\n"
+    )
+    return output.getvalue()
+
+
+def as_stored(sent: bytes) -> bytes:
+    """``sent`` (CRLF lines) as a Maildir stores it: Unix line endings."""
+    return sent.replace(b"\r\n", b"\n")
+
+
+def assert_same_bytes(actual: bytes, expected: bytes) -> None:
+    """Byte equality, reported as the first difference (messages are large)."""
+    if actual == expected:
+        return
+    offset = next(
+        (i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
+        min(len(actual), len(expected)),
+    )
+    raise AssertionError(
+        f"delivered {len(actual)} bytes, sent {len(expected)}; first difference "
+        f"at {offset}:\n delivered {actual[max(offset - 60, 0) : offset + 60]!r}\n"
+        f"      sent {expected[max(offset - 60, 0) : offset + 60]!r}"
+    )
+
+
+def assert_delivered(
+    endpoint: Endpoint, address: str, sent: bytes, marker: str
+) -> bytes:
+    """The message delivered to ``address`` is ``sent``, byte for byte, under
+    the trace headers the server added; returns it as stored."""
+    stored = endpoint.delivered(address, marker.encode())
+    names, message = split_trace_headers(stored)
+    assert "received" in names, stored[:2000]
+    assert_same_bytes(message, as_stored(sent))
+    return stored
+
+
+def received_with(stored: bytes) -> str:
+    """The protocol in the server's Received header, lower case (``esmtp``,
+    ``esmtps`` with TLS, ``esmtpsa`` with TLS and AUTH, ``utf8``... prefixed
+    for SMTPUTF8)."""
+    match = re.search(rb"^Received:(?:[^\n]|\n[ \t])*?\bwith (\S+)", stored, re.M)
+    assert match is not None, stored[:2000]
+    return match.group(1).decode("ascii").lower()
+
+
+def client_port(client: anysmtp.AsyncSMTP | anysmtp.SMTP) -> int:
+    """The client's local port: the servers log it with each session."""
+    sock = client.sock
+    assert sock is not None
+    port: int = sock.getsockname()[1]
+    return port
+
+
+def session_summary(endpoint: Endpoint, offset: int, port: int) -> str:
+    """Postfix's line that sums up the session from ``port`` (logged when it
+    ends): ``disconnect from ...:port ehlo=2 starttls=1 ... commands=N``."""
+    assert endpoint.spec.server == "postfix"
+    match = endpoint.wait_for_log(
+        offset, rf"disconnect from \S+\[127\.0\.0\.1\]:{port} (.*)$"
+    )
+    return match.group(1)
+
+
+def exim_arrival(endpoint: Endpoint, offset: int, port: int) -> str:
+    """Exim's ``<=`` line for the message received from ``port``."""
+    assert endpoint.spec.server == "exim"
+    match = endpoint.wait_for_log(offset, rf"<= .* \[127\.0\.0\.1\]:{port} .*$")
+    return match.group(0)
+
+
+def large_message_body(size: int = LARGE_SIZE) -> bytes:
+    """About ``size`` bytes of body: lines of 78 characters and CRLF, some
+    starting with a dot, some with 8-bit bytes (the same every run)."""
+    generator = random.Random(2920)
+    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,-"
+    lines = []
+    for number in range(1, size // 80 + 1):
+        line = bytes(generator.choices(alphabet, k=78))
+        if number % 97 == 0:
+            line = b"." + line[1:]
+        if number % 101 == 0:
+            line = line[:70] + "éüß!!".encode()
+        lines.append(line + b"\r\n")
+    return b"".join(lines)
+
+
+def write_large_message(path: Path, body: bytes, size: int = LARGE_SIZE) -> Path:
+    """A message of exactly ``size`` bytes in a file: headers with a new
+    marker, then ``body`` cut or padded to the size."""
+    head = make_message("large-" + new_marker(), subject="9 MiB", body=b"")
+    room = size - len(head)
+    cut = body[: body.rfind(b"\r\n", 0, room - 200) + 2]
+    # The last line makes the size exact.
+    tail = b"x" * (room - len(cut) - 2) + b"\r\n"
+    path.write_bytes(head + cut + tail)
+    assert path.stat().st_size == size
+    return path
+
+
+def message_marker(path: Path) -> str:
+    """The X-Interop-Case marker of a message file."""
+    with path.open("rb") as message:
+        head = message.read(4096)
+    match = re.search(rb"^X-Interop-Case: (\S+)\r$", head, re.M)
+    assert match is not None
+    return match.group(1).decode("ascii")
