@@ -32,10 +32,20 @@ from ._errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
+from ._pool import (
+    AsyncSMTPPool,
+    ConnectionOptions,
+    Envelope,
+    SendResult,
+    SMTPFinalReplyLostError,
+    SMTPPoolClosedError,
+    send_many,
+)
 from ._protocol import _MAXLINE as _MAXLINE
 from ._protocol import CRLF, bCRLF, quoteaddr
 from ._response import SMTPResponse, SMTPStatus
 from ._sync import LMTP, SMTP, SMTP_SSL
+from ._sync_pool import SMTPPool
 
 __version__ = "0.1.0.dev0"
 
@@ -59,11 +69,14 @@ __all__ = [
     "SMTPConnectTimeoutError",
     "SMTPDataError",
     "SMTPException",
+    "SMTPFinalReplyLostError",
     "SMTPGreetingTimeoutError",
     "SMTPHeloError",
     "SMTPMessageTooLarge",
     "SMTPNoRecipientsError",
     "SMTPNotSupportedError",
+    "SMTPPool",
+    "SMTPPoolClosedError",
     "SMTPReadTimeoutError",
     "SMTPRecipientsRefused",
     "SMTPResponse",
@@ -79,9 +92,14 @@ __all__ = [
     "AsyncLMTP",
     "AsyncSMTP",
     "AsyncSMTP_SSL",
+    "AsyncSMTPPool",
+    "ConnectionOptions",
+    "Envelope",
+    "SendResult",
     "TokenProvider",
     "bCRLF",
     "quoteaddr",
     "quotedata",
     "send",
+    "send_many",
 ]

@@ -39,6 +39,10 @@ SCENARIOS: Final[dict[str, str]] = {
     "connect": "connect + EHLO + QUIT, repeated",
     "noop": "NOOP round trips on one connection",
     "hop": "the sync facade's portal hop: facade noop() minus async noop()",
+    "pool": (
+        "10,000 messages through the pool with 20 connections (anysmtp's pools "
+        "and send_many; smtplib with 20 threads; aiosmtplib with 20 clients)"
+    ),
 }
 
 
@@ -70,6 +74,8 @@ class Params:
     noops: int = 5000
     hop_blocks: int = 5
     hop_calls: int = 1000
+    pool_messages: int = 10_000
+    pool_connections: int = 20
     warmup: int = 20
 
     def scaled(self, factor: float) -> Params:
@@ -86,6 +92,7 @@ class Params:
             connects=scale(self.connects),
             noops=scale(self.noops),
             hop_calls=scale(self.hop_calls),
+            pool_messages=scale(self.pool_messages),
         )
 
     def to_json(self) -> str:

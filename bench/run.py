@@ -52,6 +52,7 @@ SCENARIO_ORDER = (
     "connect",
     "noop",
     "hop",
+    "pool",
 )
 
 Metrics = dict[str, float]
@@ -254,6 +255,7 @@ PROGRESS: dict[str, tuple[str, str, float]] = {
     "connect": ("per_connection", "ms", 1000),
     "noop": ("per_call_us", "us", 1),
     "hop": ("hop_us", "us", 1),
+    "pool": ("rate", "msg/s", 1),
 }
 
 
@@ -405,6 +407,14 @@ def table_rows(params: Params) -> list[Row]:
             scale=1000,
         ),
         Row("noop", "NOOP round trip", "noop", "per_call_us", "us", False),
+        Row(
+            "pool",
+            f"{params.pool_messages:,} msgs, pool of {params.pool_connections}",
+            "pool",
+            "rate",
+            "msg/s",
+            True,
+        ),
         Row(
             "hop",
             "sync portal hop",
@@ -904,7 +914,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"clients on {pinning}; counts: {params.small_messages} small messages, "
         f"{params.rcpt_messages} x {params.rcpt_count} recipients, "
         f"{params.concurrent_connections} x {params.concurrent_messages} concurrent, "
-        f"{params.connects} connects"
+        f"{params.connects} connects, {params.pool_messages} through a pool of "
+        f"{params.pool_connections}"
     )
 
     started = time.monotonic()

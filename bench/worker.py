@@ -249,6 +249,127 @@ def concurrent(client: str, port: int, params: Params) -> Metrics:
     )
 
 
+# -- scenario: many messages through a pool of connections ------------------
+
+
+def threads_pool(
+    open_client: Callable[[], SyncClient],
+    message: bytes,
+    connections: int,
+    count: int,
+) -> Metrics:
+    """What a pool does by hand: ``connections`` threads, one connection each,
+    taking messages from one shared supply (smtplib's usual bulk sender)."""
+    to = ["someone@example.net"]
+    supply = iter(range(count))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def take() -> bool:
+        with lock:
+            return next(supply, None) is not None
+
+    def one_connection() -> None:
+        try:
+            client = open_client()
+            client.ehlo()
+            while take():
+                check_sent(client.sendmail(SENDER, to, message))
+            client.quit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_connection) for _ in range(connections)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return {"rate": count / elapsed, "seconds": elapsed}
+
+
+async def clients_pool(
+    open_client: Callable[[], AsyncClient],
+    message: bytes,
+    connections: int,
+    count: int,
+) -> Metrics:
+    """The same with ``connections`` async clients in one task group."""
+    import anyio
+
+    to = ["someone@example.net"]
+    remaining = count
+
+    async def one_connection() -> None:
+        nonlocal remaining
+        client = open_client()
+        await client.connect()
+        await client.ehlo()
+        while remaining > 0:
+            remaining -= 1
+            check_sent(await client.sendmail(SENDER, to, message))
+        await client.quit()
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(connections):
+            group.start_soon(one_connection)
+    elapsed = time.perf_counter() - start
+    return {"rate": count / elapsed, "seconds": elapsed}
+
+
+def check_results(results: list[Any], count: int) -> None:
+    """Fail unless send_many sent every message."""
+    sent = sum(1 for result in results if result.status == "sent")
+    if sent != count:
+        failed = next(result for result in results if result.status != "sent")
+        raise RuntimeError(f"{count - sent} of {count} not sent: {failed!r}")
+
+
+def pool(client: str, port: int, params: Params) -> Metrics:
+    count = params.pool_messages
+    connections = params.pool_connections
+    message = benchdefs.small_message(params.small_size)
+    if client == "smtplib":
+        return threads_pool(sync_factory(client, port), message, connections, count)
+    if client == "aiosmtplib":
+        open_client = async_factory(client, port)
+        return run_async(
+            client, lambda: clients_pool(open_client, message, connections, count)
+        )
+    import anysmtp
+
+    def envelopes() -> Iterator[anysmtp.Envelope]:
+        # Made as they are sent, as an application's generator would.
+        for _ in range(count):
+            yield anysmtp.Envelope(message, SENDER, ["someone@example.net"])
+
+    if client == "anysmtp-sync":
+        with anysmtp.SMTPPool(
+            HOST, port, max_size=connections, start_tls=False
+        ) as sync_pool:
+            start = time.perf_counter()
+            results = sync_pool.send_many(envelopes())
+            elapsed = time.perf_counter() - start
+        check_results(results, count)
+        return {"rate": count / elapsed, "seconds": elapsed}
+
+    async def measure() -> Metrics:
+        async with anysmtp.AsyncSMTPPool(
+            HOST, port, max_size=connections, start_tls=False
+        ) as async_pool:
+            start = time.perf_counter()
+            results = await async_pool.send_many(envelopes())
+            elapsed = time.perf_counter() - start
+        check_results(results, count)
+        return {"rate": count / elapsed, "seconds": elapsed}
+
+    return run_async(client, measure)
+
+
 # -- scenario: connect + EHLO + QUIT -----------------------------------------
 
 
@@ -563,6 +684,8 @@ def measure(client: str, scenario: str, port: int, params: Params) -> Metrics:
         return noop(client, port, params)
     if scenario == "hop":
         return hop(client, port, params)
+    if scenario == "pool":
+        return pool(client, port, params)
     raise ValueError(f"unknown scenario {scenario!r}")
 
 

@@ -1,0 +1,1230 @@
+"""Sending many messages: a pool of connections and bulk sending with retries.
+
+:class:`AsyncSMTPPool` keeps connections to one server open and lends them out;
+:meth:`AsyncSMTPPool.send_many` sends an (async) iterable of messages through
+it with bounded concurrency and retries, and :func:`send_many` does the same
+with a temporary pool.  Everything here sits on top of the client
+(:class:`AsyncSMTP`) and uses anyio primitives only, so it runs under asyncio,
+uvloop and trio.
+
+The rule that shapes the retries: a message whose final reply was 250 is never
+sent again.  The one case no client can decide is a connection that fails
+after the whole message went out and before the final reply arrived: the
+server may have accepted it.  That is reported as
+:exc:`SMTPFinalReplyLostError` and not retried unless asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import inspect
+import math
+import os
+import random
+import select
+import ssl
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final, Literal, NoReturn, TypeAlias, TypedDict, Unpack
+
+import anyio
+
+from ._client import AsyncSMTP, SendErrors, TokenProvider
+from ._errors import (
+    SMTPConnectError,
+    SMTPDataError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPNoRecipientsError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from ._message import prepare_message
+from ._response import SMTPResponse
+
+__all__ = [
+    "AsyncSMTPPool",
+    "ConnectionOptions",
+    "Envelope",
+    "SMTPFinalReplyLostError",
+    "SMTPPoolClosedError",
+    "SendResult",
+    "send_many",
+]
+
+#: How long a polite QUIT may take when a connection is retired, seconds.
+QUIT_TIMEOUT: Final = 5.0
+#: The longest pause before reconnecting after the server said 421, seconds.
+MAX_RECONNECT_BACKOFF: Final = 60.0
+#: The longest delay between two tries of one message, seconds.
+MAX_RETRY_BACKOFF: Final = 60.0
+#: After a 421 shrank the pool, it grows back by one connection per this many
+#: seconds without another 421.
+RECOVERY_INTERVAL: Final = 30.0
+
+
+class ConnectionOptions(TypedDict, total=False):
+    """The options of each pooled connection: :class:`AsyncSMTP`'s keyword
+    options (see its documentation), except ``sock``, which cannot be shared."""
+
+    local_hostname: str | None
+    timeout: float | None
+    source_address: tuple[str, int] | None
+    socket_path: str | bytes | os.PathLike[str] | None
+    use_tls: bool
+    start_tls: bool | None
+    validate_certs: bool
+    client_cert: str | os.PathLike[str] | None
+    client_key: str | os.PathLike[str] | None
+    cert_bundle: str | os.PathLike[str] | None
+    tls_context: ssl.SSLContext | None
+    server_hostname: str | None
+    username: str | None
+    password: str | None
+    oauth_token: str | TokenProvider | None
+    pipelining: bool
+    chunking: bool
+
+
+#: What the health check does with a connection that was idle for a while.
+HealthCheck: TypeAlias = Literal["noop", "reconnect"] | None
+#: How a message ended: accepted for every recipient, for some, or not at all.
+SendStatus: TypeAlias = Literal["sent", "partial", "failed"]
+#: Seconds before retry number ``n`` (1, 2, ...): a base for exponential
+#: backoff with jitter, or a function of ``n``.
+Backoff: TypeAlias = float | Callable[[int], float]
+#: Called with each message's result when it is final; may be a coroutine
+#: function.
+Progress: TypeAlias = Callable[["SendResult"], object]
+
+
+class SMTPFinalReplyLostError(SMTPServerDisconnected):
+    """The connection failed (or was cancelled) after the whole message had been
+    sent and before the server's final reply arrived.
+
+    The server may or may not have accepted the message: sending it again may
+    deliver it twice, not sending it may lose it.  ``__cause__`` is the
+    original error.
+    """
+
+
+class SMTPPoolClosedError(SMTPException, RuntimeError):
+    """The pool is closed: it lends no connection and sends nothing."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A message with its envelope, for :meth:`AsyncSMTPPool.send_many`.
+
+    A message object gives its own envelope (``Sender``/``From``, ``To``,
+    ``Cc``, ``Bcc``) unless ``sender`` or ``recipients`` are given; a ``str``
+    or ``bytes`` message needs both.  Files and iterators are not accepted: a
+    retry must be able to send the message again.
+
+    :param message: the message.
+    :param sender: the envelope sender.
+    :param recipients: the envelope recipients; a ``str`` is one recipient.
+    :param mail_options: ESMTP parameters for MAIL.
+    :param rcpt_options: ESMTP parameters for every RCPT.
+    :raises TypeError: ``message`` is of another type.
+    :raises ValueError: a ``str``/``bytes`` message without ``sender`` and
+        ``recipients``.
+    """
+
+    message: email.message.Message | str | bytes
+    sender: str | None = None
+    recipients: str | Sequence[str] | None = None
+    mail_options: Sequence[str] = ()
+    rcpt_options: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.message, email.message.Message):
+            return
+        if not isinstance(self.message, str | bytes):
+            raise TypeError(
+                "message must be an email.message.Message, str or bytes, "
+                f"not {type(self.message).__name__}"
+            )
+        if self.sender is None or self.recipients is None:
+            raise ValueError(
+                "a str or bytes message needs the sender and recipients arguments"
+            )
+
+    def envelope_recipients(self) -> list[str]:
+        """The recipients the message goes to (from its headers if not given)."""
+        if isinstance(self.recipients, str):
+            return [self.recipients]
+        if self.recipients is not None:
+            return list(self.recipients)
+        assert isinstance(self.message, email.message.Message)
+        # The flattening is wasted, but this runs only before a retry, and one
+        # place decides what the headers' recipients are.
+        prepared = prepare_message(
+            self.message, self.sender, None, (), smtputf8_supported=lambda: True
+        )
+        return prepared.recipients
+
+
+#: What :meth:`AsyncSMTPPool.send_many` takes: message objects, or envelopes.
+SendItem: TypeAlias = email.message.Message | Envelope
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one message of :meth:`AsyncSMTPPool.send_many`.
+
+    :param index: the message's position in the input.
+    :param status: ``"sent"`` (every recipient accepted), ``"partial"`` (some
+        recipients refused, see ``refused``) or ``"failed"``.
+    :param refused: the refused recipients and the server's replies.
+    :param error: why the message failed (the last error when retried).
+    :param attempts: how many times the message was tried; ``0`` when it never
+        was (the pool closed first, or the item was invalid).
+    :param response: the server's final reply to the message, when it was sent.
+    """
+
+    index: int
+    status: SendStatus
+    refused: dict[str, SMTPResponse] = field(default_factory=dict)
+    error: Exception | None = None
+    attempts: int = 0
+    response: SMTPResponse | None = None
+
+
+class _PooledSMTP(AsyncSMTP):
+    """The client the pool uses: it records what the pool needs to know of each
+    transaction (how many there were, and whether the end of the message was
+    sent while its final reply was not read yet).
+
+    ``_final_reply_pending`` may be set by the pool before a transaction whose
+    body may go out in the envelope's write (BDAT with PIPELINING), where no
+    step of the client marks the end of the data.
+    """
+
+    _pool_final_reply: SMTPResponse | None = None
+    _pool_transactions: int = 0
+    _final_reply_pending: bool = False
+
+    async def _end_of_data_reply(self) -> SMTPResponse:
+        # Called right after the ``.`` line went out: from now until the reply
+        # is read, the server may have accepted the message.
+        self._final_reply_pending = True
+        return await super()._end_of_data_reply()
+
+    @property
+    def _last_data_response(self) -> SMTPResponse | None:
+        return self._pool_final_reply
+
+    @_last_data_response.setter
+    def _last_data_response(self, value: SMTPResponse | None) -> None:
+        # Both DATA and BDAT record the final reply here.
+        self._pool_final_reply = value
+        if value is not None:
+            self._final_reply_pending = False
+            self._pool_transactions += 1
+
+
+@dataclass(eq=False)
+class _Connection:
+    """A pooled connection and its bookkeeping."""
+
+    client: _PooledSMTP
+    last_used: float
+    #: How many times it was lent.
+    uses: int = 0
+    #: The server's LIMITS MAILMAX (RFC 9422), if it announced one.
+    server_mail_limit: int | None = None
+    borrower: object = None
+
+
+class _Tries:
+    """How many times one message was tried."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class _Interrupted(Exception):
+    """An in-flight transaction was cut short by a cancellation before the end
+    of its message was sent: nothing was delivered, nothing to report."""
+
+
+class _Shields:
+    """The shielded scopes of in-flight transactions in one ``send_many``.
+
+    When ``send_many`` is cancelled they get ``grace`` more seconds to finish.
+    """
+
+    def __init__(self, grace: float | None) -> None:
+        self.grace = grace
+        self.cancelling = False
+        self.scopes: set[anyio.CancelScope] = set()
+
+    def add(self, scope: anyio.CancelScope) -> None:
+        self.scopes.add(scope)
+        if self.cancelling:
+            self._limit(scope)
+
+    def _limit(self, scope: anyio.CancelScope) -> None:
+        if self.grace is not None:
+            scope.deadline = min(scope.deadline, anyio.current_time() + self.grace)
+
+    async def watch(self, finished: anyio.Event) -> None:
+        """Wait until the workers are done; if cancelled first, start the grace
+        period of every transaction still in flight."""
+        try:
+            await finished.wait()
+        except anyio.get_cancelled_exc_class():
+            self.cancelling = True
+            for scope in self.scopes:
+                self._limit(scope)
+            raise
+
+
+class _Items:
+    """The messages of ``send_many``, pulled one at a time by the workers."""
+
+    def __init__(self, messages: Iterable[SendItem] | AsyncIterable[SendItem]) -> None:
+        if isinstance(messages, str | bytes | email.message.Message):
+            raise TypeError(
+                "send_many takes an iterable of messages; use send() for one"
+            )
+        self._sync: Iterator[SendItem] | None = None
+        self._async: AsyncIterator[SendItem] | None = None
+        if isinstance(messages, AsyncIterable):
+            self._async = aiter(messages)
+        else:
+            self._sync = iter(messages)
+        self._lock = anyio.Lock()
+        self._index = 0
+        self.exhausted = False
+
+    async def next(self) -> tuple[int, SendItem] | None:
+        """The next message and its index, or ``None`` at the end."""
+        if self._sync is not None:
+            if self.exhausted:
+                return None
+            try:
+                item = next(self._sync)
+            except StopIteration:
+                self.exhausted = True
+                return None
+        else:
+            assert self._async is not None
+            # An async generator may not be resumed by two tasks at once.
+            async with self._lock:
+                if self.exhausted:
+                    return None
+                try:
+                    item = await anext(self._async)
+                except StopAsyncIteration:
+                    self.exhausted = True
+                    return None
+        index = self._index
+        self._index += 1
+        return index, item
+
+    async def aclose(self) -> None:
+        """Close an async generator that was not run to its end."""
+        closing = getattr(self._async, "aclose", None)
+        if not self.exhausted and closing is not None:
+            with anyio.CancelScope(shield=True):
+                await closing()
+
+
+def _raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one error of a task group as itself (the progress callback's
+    or the iterator's), not wrapped in a group."""
+    errors = group.exceptions
+    if len(errors) == 1 and not isinstance(errors[0], BaseExceptionGroup):
+        raise errors[0] from None
+    raise group
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection failed or timed out (rather than
+    being a reply or a local refusal: smtplib's exceptions are OSErrors too)."""
+    return isinstance(exc, SMTPServerDisconnected | SMTPTimeoutError) or (
+        isinstance(exc, OSError) and not isinstance(exc, SMTPException)
+    )
+
+
+def _is_retryable_failure(exc: BaseException) -> bool:
+    """A connection failure that another try may not meet: not TLS (a
+    handshake or certificate error is configuration, not chance)."""
+    return _is_connection_failure(exc) and not isinstance(exc, ssl.SSLError)
+
+
+def _is_transient(code: int) -> bool:
+    return 400 <= code <= 499
+
+
+def _reply_codes(exc: SMTPResponseException | SMTPRecipientsRefused) -> list[int]:
+    if isinstance(exc, SMTPRecipientsRefused):
+        return [code for code, _ in exc.recipients.values()]
+    return [exc.smtp_code]
+
+
+def _responses(refused: SendErrors) -> dict[str, SMTPResponse]:
+    return {
+        address: SMTPResponse(code, text) for address, (code, text) in refused.items()
+    }
+
+
+def _socket_looks_alive(client: AsyncSMTP) -> bool:
+    """Whether an idle connection is still open, at the cost of one system call.
+
+    An idle SMTP connection has nothing to read: readable means the server
+    closed it (EOF, a reset) or is closing it (an unsolicited 421).
+    """
+    sock = client.sock
+    if not client.is_connected or sock is None or sock.fileno() < 0:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+def _server_mail_limit(client: AsyncSMTP) -> int | None:
+    """The LIMITS extension's MAILMAX (RFC 9422): transactions per session."""
+    for word in client.esmtp_features.get("limits", "").split():
+        name, _, value = word.partition("=")
+        if name.upper() == "MAILMAX" and value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def _transaction(
+    client: AsyncSMTP, envelope: Envelope, recipients: list[str] | None
+) -> Awaitable[SendErrors]:
+    """One mail transaction for ``envelope`` (to ``recipients`` if given)."""
+    to_addrs = recipients if recipients is not None else envelope.recipients
+    if isinstance(envelope.message, email.message.Message):
+        return client.send_message(
+            envelope.message,
+            envelope.sender,
+            to_addrs,
+            envelope.mail_options,
+            envelope.rcpt_options,
+        )
+    assert envelope.sender is not None
+    assert to_addrs is not None
+    return client.sendmail(
+        envelope.sender,
+        to_addrs,
+        envelope.message,
+        envelope.mail_options,
+        envelope.rcpt_options,
+    )
+
+
+async def _reset(client: AsyncSMTP) -> None:
+    """RSET, or close the connection if that fails."""
+    try:
+        code, _ = await client.rset()
+    except Exception:
+        code = -1
+    if code != 250:
+        client.close()
+
+
+def backoff_delay(backoff: Backoff, retry: int) -> float:
+    """Seconds to wait before retry number ``retry`` (1, 2, ...).
+
+    A number is the base of an exponential backoff (``base * 2 ** (retry - 1)``,
+    at most a minute) with jitter: a random delay between half of it and all of
+    it, so that messages refused together do not come back together.
+    """
+    if callable(backoff):
+        return max(0.0, backoff(retry))
+    delay = min(MAX_RETRY_BACKOFF, backoff * 2.0 ** (retry - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class AsyncSMTPPool:
+    """A pool of connections to one SMTP server.
+
+    Connections are opened when needed (up to ``max_size`` at once), reused
+    most recently used first, checked before reuse, and closed with QUIT when
+    they were idle for ``idle_timeout`` seconds, sent
+    ``max_messages_per_connection`` messages (or the server's LIMITS MAILMAX),
+    or the pool closes.  A 421 reply (the server is busy, or has too many
+    connections) shrinks the pool to the connections the server accepts and
+    pauses new connections for ``reconnect_backoff`` seconds (doubling each
+    time, at most a minute); the pool grows back by one connection every 30
+    seconds without a 421.
+
+    Use it as an async context manager (or call :meth:`aclose`).  A pool
+    belongs to the event loop that first uses it.
+
+    :param hostname: the server (default ``localhost``).
+    :param port: the server's port (default 465 with ``use_tls``, 587 with
+        ``start_tls=True``, else 25).
+    :param max_size: the most connections open at once.
+    :param max_messages_per_connection: retire a connection after this many
+        messages; ``None``: no limit of our own.
+    :param idle_timeout: close connections unused for this many seconds;
+        ``None`` keeps them open.
+    :param health_check: what to do with a connection idle for at least
+        ``health_check_after`` seconds before lending it: ``"noop"`` sends NOOP
+        (and opens another connection if that fails), ``"reconnect"`` replaces
+        it, ``None`` lends it as it is.  A connection the server closed while
+        idle is noticed without any of these.
+    :param health_check_after: seconds of idleness after which ``health_check``
+        applies.
+    :param reconnect_backoff: the first pause, in seconds, before opening a
+        connection after a 421.
+    :param options: the options of each connection, as for :class:`AsyncSMTP`
+        (``timeout``, ``use_tls``, ``start_tls``, ``username``, ...).
+    :raises ValueError: invalid sizes or conflicting connection options.
+    """
+
+    def __init__(
+        self,
+        hostname: str | None = None,
+        port: int | None = None,
+        *,
+        max_size: int = 10,
+        max_messages_per_connection: int | None = None,
+        idle_timeout: float | None = 60.0,
+        health_check: HealthCheck = "noop",
+        health_check_after: float = 10.0,
+        reconnect_backoff: float = 1.0,
+        **options: Unpack[ConnectionOptions],
+    ) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        if max_messages_per_connection is not None and max_messages_per_connection < 1:
+            raise ValueError("max_messages_per_connection must be at least 1")
+        if health_check not in ("noop", "reconnect", None):
+            raise ValueError(
+                "health_check must be 'noop', 'reconnect' or None, "
+                f"not {health_check!r}"
+            )
+        self.hostname = hostname
+        self.port = port
+        self.max_size = max_size
+        self.max_messages_per_connection = max_messages_per_connection
+        self.idle_timeout = idle_timeout
+        self.health_check = health_check
+        self.health_check_after = health_check_after
+        self.reconnect_backoff = reconnect_backoff
+        self._options = options
+        # Conflicting options are a usage error: raise now, not on first use.
+        self._new_client()
+        self._limit = max_size
+        #: Created on first use, inside the event loop.
+        self._limiter: anyio.CapacityLimiter | None = None
+        #: Open connections (idle or lent).
+        self._connections: set[_Connection] = set()
+        #: Idle connections, least recently used first.
+        self._idle: list[_Connection] = []
+        #: Tasks holding a token (opening or using a connection).
+        self._busy = 0
+        self._opened = 0
+        self._closed = False
+        self._drained: anyio.Event | None = None
+        self._close_done: anyio.Event | None = None
+        self._pause_until = -math.inf
+        self._busy_streak = 0
+        self._shrunk_at = -math.inf
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._connections)} open"
+        where = self.hostname or self._options.get("socket_path") or "localhost"
+        return f"<{type(self).__name__} {where!r} {state}>"
+
+    async def __aenter__(self) -> AsyncSMTPPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # The state, for monitoring ---------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """How many connections are open (idle or in use)."""
+        return len(self._connections)
+
+    @property
+    def idle(self) -> int:
+        """How many open connections wait to be used."""
+        return len(self._idle)
+
+    @property
+    def effective_max_size(self) -> int:
+        """``max_size``, or less while the server pushes back with 421."""
+        return self._limit
+
+    @property
+    def connections_opened(self) -> int:
+        """How many connections the pool opened so far."""
+        return self._opened
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    # Lending connections -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncSMTP]:
+        """Borrow a connected client (EHLO done, logged in if configured).
+
+        Leave it between transactions; do not close it, keep it after the
+        block or change its settings.  If the block raises, the connection is
+        closed instead of going back to the pool.
+
+        :raises SMTPPoolClosedError: the pool is closed.
+        :raises OSError: connecting failed (and the errors of
+            :meth:`AsyncSMTP.connect`).
+        :raises SMTPConnectError: the server's greeting was not 220.
+        """
+        conn = await self._acquire()
+        try:
+            yield conn.client
+        except BaseException:
+            await self._release(conn, discard=True)
+            raise
+        await self._release(conn, discard=False)
+
+    def _new_client(self) -> _PooledSMTP:
+        return _PooledSMTP(hostname=self.hostname, port=self.port or 0, **self._options)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SMTPPoolClosedError("the connection pool is closed")
+
+    def _get_limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._limit)
+        return self._limiter
+
+    async def _acquire(self) -> _Connection:
+        """A connection for the caller alone, until :meth:`_release`."""
+        self._check_open()
+        limiter = self._get_limiter()
+        borrower = object()
+        await limiter.acquire_on_behalf_of(borrower)
+        self._busy += 1
+        try:
+            self._check_open()
+            conn = await self._reuse()
+            if conn is None:
+                conn = await self._open()
+            if self._closed:
+                # Closed while this one was being opened.
+                await self._dispose(conn)
+                self._check_open()
+        except BaseException:
+            self._give_back(borrower)
+            raise
+        conn.borrower = borrower
+        return conn
+
+    def _give_back(self, borrower: object) -> None:
+        self._get_limiter().release_on_behalf_of(borrower)
+        self._busy -= 1
+        if self._busy == 0 and self._drained is not None:
+            self._drained.set()
+
+    async def _reuse(self) -> _Connection | None:
+        """The most recently used idle connection that is fit for use."""
+        now = anyio.current_time()
+        if self.idle_timeout is not None:
+            expired: list[_Connection] = []
+            while self._idle and now - self._idle[0].last_used >= self.idle_timeout:
+                expired.append(self._idle.pop(0))
+            await self._dispose_all(expired)
+        while self._idle:
+            conn = self._idle.pop()
+            if not _socket_looks_alive(conn.client):
+                self._drop(conn)
+                continue
+            if (
+                self.health_check is None
+                or now - conn.last_used < self.health_check_after
+            ):
+                return conn
+            if self.health_check == "reconnect":
+                await self._dispose(conn)
+                continue
+            try:
+                code, _ = await conn.client.noop()
+            except Exception:
+                code = -1
+            except BaseException:
+                self._drop(conn)
+                raise
+            if code == 250:
+                return conn
+            if code == 421:
+                self._server_busy(conn)
+            await self._dispose(conn)
+        return None
+
+    async def _open(self) -> _Connection:
+        """Connect, say EHLO (STARTTLS and AUTH as configured)."""
+        delay = self._pause_until - anyio.current_time()
+        if delay > 0:
+            await anyio.sleep(delay)
+        self._check_open()
+        client = self._new_client()
+        try:
+            greeting = await client.connect()
+            if greeting.code != 220:
+                raise SMTPConnectError(greeting.code, greeting.message)
+            await self._hello(client)
+        except BaseException as exc:
+            client.close()
+            if isinstance(exc, SMTPResponseException) and exc.smtp_code == 421:
+                self._server_busy(None)
+            raise
+        self._busy_streak = 0
+        self._opened += 1
+        conn = _Connection(
+            client,
+            last_used=anyio.current_time(),
+            server_mail_limit=_server_mail_limit(client),
+        )
+        self._connections.add(conn)
+        return conn
+
+    async def _hello(self, client: AsyncSMTP) -> None:
+        """EHLO (or HELO) unless connecting did it; a 421 is reported as such
+        (``ehlo_or_helo_if_needed`` would try HELO on the closed connection)."""
+        if client.ehlo_resp is not None or client.helo_resp is not None:
+            return
+        code, message = await client.ehlo()
+        if code == 421:
+            raise SMTPHeloError(code, message)
+        if not 200 <= code <= 299:
+            code, message = await client.helo()
+            if not 200 <= code <= 299:
+                raise SMTPHeloError(code, message)
+
+    def _server_busy(self, conn: _Connection | None) -> None:
+        """A 421: keep only the connections the server accepts, and pause."""
+        if self._closed:
+            return
+        others = len(self._connections - {conn}) if conn else len(self._connections)
+        self._limit = max(1, min(self._limit, others))
+        self._get_limiter().total_tokens = self._limit
+        self._busy_streak += 1
+        now = anyio.current_time()
+        pause = self.reconnect_backoff * 2 ** (self._busy_streak - 1)
+        self._pause_until = now + min(MAX_RECONNECT_BACKOFF, pause)
+        self._shrunk_at = now
+
+    def _maybe_grow(self) -> None:
+        now = anyio.current_time()
+        if (
+            not self._closed
+            and self._limit < self.max_size
+            and now - self._shrunk_at >= RECOVERY_INTERVAL
+            and now >= self._pause_until
+        ):
+            self._limit += 1
+            self._shrunk_at = now
+            self._get_limiter().total_tokens = self._limit
+
+    def _mail_limit(self, conn: _Connection) -> float:
+        limits = [
+            limit
+            for limit in (self.max_messages_per_connection, conn.server_mail_limit)
+            if limit is not None
+        ]
+        return min(limits) if limits else math.inf
+
+    async def _release(self, conn: _Connection, *, discard: bool) -> None:
+        """Take a lent connection back: pool it, or close it."""
+        borrower, conn.borrower = conn.borrower, None
+        try:
+            client = conn.client
+            if (
+                discard
+                or self._closed
+                or not client.is_connected
+                or client._pool_transactions >= self._mail_limit(conn)
+                or len(self._connections) > self._limit
+            ):
+                await self._dispose(conn)
+            else:
+                conn.last_used = anyio.current_time()
+                conn.uses += 1
+                self._idle.append(conn)
+                self._maybe_grow()
+        finally:
+            self._give_back(borrower)
+
+    def _drop(self, conn: _Connection) -> None:
+        """Forget a connection that is dead already."""
+        self._connections.discard(conn)
+        conn.client.close()
+
+    async def _dispose(self, conn: _Connection) -> None:
+        """Close a connection politely: QUIT (briefly), then close."""
+        self._connections.discard(conn)
+        client = conn.client
+        try:
+            if client.is_connected:
+                limit = min(client.timeout or QUIT_TIMEOUT, QUIT_TIMEOUT)
+                # Shielded: a task cancelled while giving a connection back
+                # still closes it (the QUIT is bounded).
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.move_on_after(limit),
+                    contextlib.suppress(Exception),
+                ):
+                    await client.quit()
+        finally:
+            client.close()
+
+    async def _dispose_all(self, connections: list[_Connection]) -> None:
+        if len(connections) == 1:
+            await self._dispose(connections[0])
+        elif connections:
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as group:
+                    for conn in connections:
+                        group.start_soon(self._dispose, conn)
+
+    async def aclose(self, *, grace: float | None = 10.0) -> None:
+        """Close the pool: no new connections or sends, then close every
+        connection.
+
+        Connections in use get ``grace`` seconds to come back (their
+        transactions finish); those still out then are closed under their
+        users, whose current command fails with :exc:`SMTPServerDisconnected`.
+        Idle connections are closed with QUIT.  Closing again waits for the
+        first close to finish.
+
+        :param grace: seconds to wait for connections in use; ``None`` waits
+            as long as they take.
+        """
+        if self._closed:
+            if self._close_done is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._close_done.wait()
+            return
+        self._closed = True
+        self._close_done = anyio.Event()
+        if self._limiter is not None:
+            # Wake whoever waits for a connection: they find the pool closed.
+            self._limiter.total_tokens = math.inf
+        with anyio.CancelScope(shield=True):
+            if self._busy:
+                self._drained = anyio.Event()
+                with anyio.move_on_after(grace):
+                    await self._drained.wait()
+            idle, self._idle = self._idle, []
+            for conn in self._connections - set(idle):
+                # Still lent out after the grace period.
+                self._drop(conn)
+            await self._dispose_all(idle)
+            self._close_done.set()
+
+    # Sending -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        message: email.message.Message | str | bytes,
+        /,
+        *,
+        sender: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] | None = None,
+        rcpt_options: Sequence[str] | None = None,
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        """Send one message through any free connection, like :func:`anysmtp.send`.
+
+        A connection that turns out dead as the transaction starts is replaced
+        once; nothing else is retried (see :meth:`send_many`).
+
+        :param message: the message; a message object gives its own envelope
+            unless ``sender`` or ``recipients`` are given, a ``str`` or
+            ``bytes`` message needs both.
+        :param sender: the envelope sender.
+        :param recipients: the envelope recipients; a ``str`` is one recipient.
+        :param mail_options: ESMTP parameters for MAIL.
+        :param rcpt_options: ESMTP parameters for every RCPT.
+        :returns: the refused recipients with the server's replies, and the text
+            of the server's reply to the message.
+        :raises SMTPFinalReplyLostError: the connection failed after the whole
+            message was sent and before the final reply: it may have been
+            delivered.
+        :raises SMTPPoolClosedError: the pool is closed.
+        :raises SMTPException: as :meth:`AsyncSMTP.sendmail`.
+        """
+        envelope = Envelope(
+            message,
+            sender,
+            recipients,
+            tuple(mail_options or ()),
+            tuple(rcpt_options or ()),
+        )
+        refused, reply = await self._attempt(envelope, None, _Tries(), None)
+        return _responses(refused), reply.text if reply is not None else ""
+
+    async def _attempt(
+        self,
+        envelope: Envelope,
+        recipients: list[str] | None,
+        tries: _Tries,
+        shields: _Shields | None,
+    ) -> tuple[SendErrors, SMTPResponse | None]:
+        """One try: a connection and a transaction (a second connection if the
+        first was a pooled one that had died)."""
+        replaced = False
+        while True:
+            try:
+                conn = await self._acquire()
+            except SMTPPoolClosedError:
+                raise
+            except BaseException:
+                tries.count += 1  # a failed connection attempt is a try
+                raise
+            tries.count += 1
+            reused = conn.uses > 0
+            try:
+                return await self._transact(conn, envelope, recipients, shields)
+            except Exception as exc:
+                if (
+                    not _is_retryable_failure(exc)
+                    or not reused
+                    or replaced
+                    or isinstance(exc, SMTPFinalReplyLostError)
+                ):
+                    raise
+                replaced = True
+
+    async def _transact(
+        self,
+        conn: _Connection,
+        envelope: Envelope,
+        recipients: list[str] | None,
+        shields: _Shields | None,
+    ) -> tuple[SendErrors, SMTPResponse | None]:
+        client = conn.client
+        # With CHUNKING a small message may go out in the envelope's write (with
+        # PIPELINING) or after it with no step in between: count the whole
+        # transaction as "final reply pending" (see the module's docstring).
+        client._final_reply_pending = self._options.get(
+            "chunking", True
+        ) and client.has_extn("chunking")
+        transactions = client._pool_transactions
+        try:
+            with anyio.CancelScope(shield=shields is not None) as scope:
+                if shields is not None:
+                    shields.add(scope)
+                try:
+                    refused = await _transaction(client, envelope, recipients)
+                    return refused, client.last_data_response
+                except (SMTPResponseException, SMTPRecipientsRefused) as exc:
+                    if (
+                        type(exc) is SMTPResponseException
+                        and not client.is_connected
+                        and client._final_reply_pending
+                    ):
+                        # An unreadable final reply (over the size limits): as
+                        # good as lost.
+                        raise SMTPFinalReplyLostError(str(exc)) from exc
+                    if 421 in _reply_codes(exc):
+                        self._server_busy(conn)
+                    elif (
+                        isinstance(exc, SMTPDataError)
+                        and client._pool_transactions == transactions
+                        and client.is_connected
+                    ):
+                        # DATA itself was refused: like smtplib, the client
+                        # leaves the transaction open.  Close it before reuse.
+                        await _reset(client)
+                    raise
+                except Exception as exc:
+                    if _is_connection_failure(exc) and client._final_reply_pending:
+                        raise SMTPFinalReplyLostError(
+                            "the connection failed after the message was sent and "
+                            f"before the server's final reply ({exc}): it may or "
+                            "may not have been accepted"
+                        ) from exc
+                    raise
+                finally:
+                    if shields is not None:
+                        shields.scopes.discard(scope)
+            # Here only when send_many's grace period after a cancellation ran
+            # out in the middle of this transaction.
+            if client._final_reply_pending:
+                raise SMTPFinalReplyLostError(
+                    "cancelled after the message was sent and before the server's "
+                    "final reply: it may or may not have been accepted"
+                )
+            raise _Interrupted
+        finally:
+            await self._release(conn, discard=not client.is_connected)
+
+    async def send_many(
+        self,
+        messages: Iterable[SendItem] | AsyncIterable[SendItem],
+        *,
+        concurrency: int | None = None,
+        retries: int = 3,
+        backoff: Backoff = 1.0,
+        retry_ambiguous: bool = False,
+        progress: Progress | None = None,
+        cancel_grace: float | None = 10.0,
+    ) -> list[SendResult]:
+        """Send many messages, ``concurrency`` at a time, with retries.
+
+        Messages are taken from ``messages`` as workers become free (an
+        iterator is not read ahead).  Transient failures are retried up to
+        ``retries`` times with ``backoff``: 4xx replies, and connections that
+        failed or timed out before the end of the message was sent.  Permanent
+        failures (5xx, TLS and certificate errors, invalid messages) are not.
+        When every recipient was refused and some only for now (4xx), the retry
+        goes to those only.  Recipients refused with 4xx while others were
+        accepted are reported in ``refused`` and not retried: the message was
+        delivered, and a second transaction would be a second message.
+
+        A message whose final reply was 250 is never sent again.  If the
+        connection fails after the end of the message was sent and before the
+        final reply, the server may have accepted it: the result is
+        ``"failed"`` with :exc:`SMTPFinalReplyLostError`, retried only with
+        ``retry_ambiguous=True`` (which risks a duplicate instead of a loss).
+
+        Cancelling stops new sends at once; transactions in flight get
+        ``cancel_grace`` seconds to finish (then their connections are closed)
+        and their results still go to ``progress``: a message that never
+        reached ``progress`` was not delivered (unless ``retry_ambiguous``).
+
+        :param messages: message objects or :class:`Envelope` objects, as an
+            iterable or an async iterable.
+        :param concurrency: how many messages are in flight at once (default
+            ``max_size``).
+        :param retries: how many times a transient failure is retried.
+        :param backoff: seconds before the first retry, doubled for each next one
+            (with jitter, at most a minute), or a function of the retry number
+            returning the delay.
+        :param retry_ambiguous: retry after a lost final reply too.
+        :param progress: called with each :class:`SendResult` as soon as it is
+            final, in completion order; may be a coroutine function (it runs
+            shielded from cancellation: keep it short).  An exception it
+            raises stops ``send_many`` and propagates.
+        :param cancel_grace: seconds transactions in flight may take to finish
+            after a cancellation; ``None`` lets them finish.
+        :returns: one result per message, in input order.
+        :raises TypeError: ``messages`` is a single message.
+        :raises ValueError: ``concurrency`` below 1 or ``retries`` below 0.
+        """
+        if concurrency is None:
+            concurrency = self.max_size
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if retries < 0:
+            raise ValueError("retries must be at least 0")
+        items = _Items(messages)
+        results: dict[int, SendResult] = {}
+        shields = _Shields(cancel_grace)
+        finished = anyio.Event()
+        running = concurrency
+
+        async def worker() -> None:
+            nonlocal running
+            try:
+                while (pulled := await items.next()) is not None:
+                    index, item = pulled
+                    result = await self._deliver(
+                        index, item, retries, backoff, retry_ambiguous, shields
+                    )
+                    if result is None:
+                        continue
+                    # What finished is reported even while being cancelled.
+                    with anyio.CancelScope(shield=True):
+                        results[index] = result
+                        if progress is not None:
+                            outcome = progress(result)
+                            if inspect.isawaitable(outcome):
+                                await outcome
+            finally:
+                running -= 1
+                if running == 0:
+                    finished.set()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(shields.watch, finished)
+                for _ in range(concurrency):
+                    group.start_soon(worker)
+        except BaseExceptionGroup as group_error:
+            _raise_single(group_error)
+        finally:
+            await items.aclose()
+        return [results[index] for index in sorted(results)]
+
+    async def _deliver(
+        self,
+        index: int,
+        item: SendItem,
+        retries: int,
+        backoff: Backoff,
+        retry_ambiguous: bool,
+        shields: _Shields,
+    ) -> SendResult | None:
+        """Send one message with retries; ``None`` if a cancellation cut it
+        short before anything was delivered."""
+        try:
+            envelope = item if isinstance(item, Envelope) else Envelope(item)
+        except (TypeError, ValueError) as exc:
+            return SendResult(index, "failed", error=exc)
+        recipients: list[str] | None = None
+        refused: dict[str, SMTPResponse] = {}
+        tries = _Tries()
+        rounds = 0
+
+        def failed(exc: Exception) -> SendResult:
+            return SendResult(index, "failed", refused, exc, tries.count)
+
+        while True:
+            if rounds:
+                await anyio.sleep(backoff_delay(backoff, rounds))
+            rounds += 1
+            may_retry = rounds <= retries
+            try:
+                accepted, reply = await self._attempt(
+                    envelope, recipients, tries, shields
+                )
+            except _Interrupted:
+                return None
+            except SMTPFinalReplyLostError as exc:
+                if retry_ambiguous and may_retry:
+                    continue
+                return failed(exc)
+            except SMTPPoolClosedError as exc:
+                return failed(exc)
+            except SMTPRecipientsRefused as exc:
+                if isinstance(exc, SMTPNoRecipientsError):
+                    return failed(exc)
+                replies = _responses(exc.recipients)
+                permanent = {
+                    address: reply
+                    for address, reply in replies.items()
+                    if not _is_transient(reply.code)
+                }
+                refused.update(permanent)
+                if may_retry and len(permanent) < len(replies):
+                    try:
+                        current = recipients or envelope.envelope_recipients()
+                    except Exception as error:
+                        return failed(error)
+                    remaining = [each for each in current if each not in refused]
+                    if remaining:
+                        recipients = remaining
+                        continue
+                refused.update(replies)
+                return failed(exc)
+            except SMTPResponseException as exc:
+                if may_retry and _is_transient(exc.smtp_code):
+                    continue
+                return failed(exc)
+            except Exception as exc:
+                # A failed connection is retried; an error that every try would
+                # meet again (SMTPNotSupportedError, an invalid address, a TLS
+                # or certificate error...) is not.
+                if may_retry and _is_retryable_failure(exc):
+                    continue
+                return failed(exc)
+            refused.update(_responses(accepted))
+            return SendResult(
+                index,
+                "partial" if refused else "sent",
+                refused,
+                None,
+                tries.count,
+                reply,
+            )
+
+
+async def send_many(
+    messages: Iterable[SendItem] | AsyncIterable[SendItem],
+    /,
+    *,
+    hostname: str | None = "localhost",
+    port: int | None = None,
+    concurrency: int = 10,
+    retries: int = 3,
+    backoff: Backoff = 1.0,
+    retry_ambiguous: bool = False,
+    progress: Progress | None = None,
+    cancel_grace: float | None = 10.0,
+    max_messages_per_connection: int | None = None,
+    **options: Unpack[ConnectionOptions],
+) -> list[SendResult]:
+    """Send many messages through a temporary :class:`AsyncSMTPPool` of
+    ``concurrency`` connections, then close it.
+
+    See :meth:`AsyncSMTPPool.send_many` for the retry rules and the results.
+
+    :param messages: message objects or :class:`Envelope` objects, as an
+        iterable or an async iterable.
+    :param hostname: the server.
+    :param port: the server's port (default 465 with ``use_tls``, 587 with
+        ``start_tls=True``, else 25).
+    :param concurrency: how many connections (and messages in flight).
+    :param retries: how many times a transient failure is retried.
+    :param backoff: the first retry's delay in seconds, or a function of the
+        retry number.
+    :param retry_ambiguous: retry after a lost final reply too.
+    :param progress: called with each result as soon as it is final.
+    :param cancel_grace: seconds transactions in flight may take to finish
+        after a cancellation.
+    :param max_messages_per_connection: retire a connection after this many
+        messages.
+    :param options: the connection options of :class:`AsyncSMTP`.
+    :returns: one result per message, in input order.
+    """
+    if options.get("socket_path") is not None:
+        hostname = None  # the default "localhost" does not apply
+    async with AsyncSMTPPool(
+        hostname,
+        port,
+        max_size=concurrency,
+        max_messages_per_connection=max_messages_per_connection,
+        **options,
+    ) as pool:
+        return await pool.send_many(
+            messages,
+            concurrency=concurrency,
+            retries=retries,
+            backoff=backoff,
+            retry_ambiguous=retry_ambiguous,
+            progress=progress,
+            cancel_grace=cancel_grace,
+        )

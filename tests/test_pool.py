@@ -1,0 +1,1392 @@
+"""The connection pool and bulk sending: AsyncSMTPPool, SMTPPool, send_many.
+
+Async tests run on asyncio, uvloop and trio.  Normal sending goes to aiosmtpd;
+421s, drops, 4xx/5xx and held replies come from :class:`Mailer`, a small SMTP
+responder driven by one :class:`Plan` per transaction and served by
+:class:`ConcurrentServer` (tests/servers.py's ScriptedServer serves one
+connection at a time, and a pool keeps several open).  Every test checks what
+the server received, and the ones that open connections check that none of
+the client's sockets is left open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import re
+import socket
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from types import TracebackType
+from typing import Any, Final
+
+import anyio
+import anyio.lowlevel
+import pytest
+from aiosmtpd.smtp import SMTP as SMTPServerProtocol
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+import anysmtp
+from anysmtp import _pool
+from tests.conftest import Certificates
+from tests.servers import AiosmtpdServer, RecordingHandler, ScriptedConnection, drain
+
+pytestmark = pytest.mark.anyio
+
+#: A reply that closes the connection instead of answering.
+DROP: Final = b"<drop>"
+CRLF: Final = b"\r\n"
+SUBJECT = re.compile(rb"^Subject: (.*?)\r$", re.MULTILINE)
+#: Short enough that a hung test fails fast, long enough for a loaded machine.
+TIMEOUT: Final = 10.0
+
+
+def message(name: str, to: str = "bob@example.com") -> EmailMessage:
+    """A message whose Subject the server-side records identify it by."""
+    msg = EmailMessage()
+    msg["From"] = "alice@example.com"
+    msg["To"] = to
+    msg["Subject"] = name
+    msg.set_content(f"This is {name}.\n")
+    return msg
+
+
+# The server ---------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """How the server answers one transaction, from MAIL to the final reply."""
+
+    mail: bytes = b"250 2.1.0 ok"
+    #: Replies to RCPT by address; the others get 250.
+    rcpt: dict[str, bytes] = field(default_factory=dict)
+    data: bytes = b"354 go ahead"
+    final: bytes = b"250 2.0.0 queued"
+    #: Close the connection after the final reply (the client is idle then).
+    close_after: bool = False
+
+
+@dataclass
+class Seen:
+    """One transaction as the server saw it."""
+
+    connection: int
+    sender: str
+    #: The recipients the server accepted.
+    recipients: list[str] = field(default_factory=list)
+    #: The message as sent (dot-stuffed, up to the final ``.`` line).
+    data: bytes | None = None
+    final: bytes | None = None
+
+    @property
+    def subject(self) -> str | None:
+        found = SUBJECT.search(self.data or b"")
+        return found.group(1).decode() if found else None
+
+    @property
+    def delivered(self) -> bool:
+        return self.final is not None and self.final.startswith(b"250")
+
+
+def read_chunk(conn: ScriptedConnection, size: int) -> bytes:
+    """A BDAT chunk of ``size`` octets (the client's chunks end with CRLF)."""
+    chunk = b""
+    while len(chunk) < size:
+        line = conn.read_line()
+        if not line:
+            raise AssertionError(f"connection closed in a chunk after {chunk!r}")
+        chunk += line
+    assert len(chunk) == size, "a chunk that does not end a line"
+    return chunk
+
+
+def _address(argument: bytes) -> str:
+    return argument.split(b":", 1)[1].split(b">", 1)[0].strip(b" <").decode()
+
+
+class Mailer:
+    """The server's side of SMTP; plans are used in the order MAIL commands
+    arrive (any connection), then every transaction gets the default plan.
+
+    :param hold: called (in the server thread) before each final reply; it may
+        block, to hold the reply back.
+    """
+
+    def __init__(
+        self,
+        *plans: Plan,
+        extensions: tuple[bytes, ...] = (b"PIPELINING", b"8BITMIME"),
+        greeting: bytes = b"220 test ESMTP",
+        hold: Callable[[Seen], None] | None = None,
+    ) -> None:
+        self.plans = deque(plans)
+        self.extensions = extensions
+        self.greeting = greeting
+        self.hold = hold
+        self.seen: list[Seen] = []
+        #: The verbs received on each connection, in order.
+        self.commands: dict[int, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def _plan(self) -> Plan:
+        with self._lock:
+            return self.plans.popleft() if self.plans else Plan()
+
+    def sessions(self) -> list[list[str]]:
+        """The verbs received, one list per connection in connection order."""
+        with self._lock:
+            return [self.commands[index] for index in sorted(self.commands)]
+
+    def delivered(self) -> list[str]:
+        """The subjects of the messages accepted with 250, in order."""
+        with self._lock:
+            return [seen.subject or "" for seen in self.seen if seen.delivered]
+
+    def __call__(self, conn: ScriptedConnection, index: int) -> None:
+        conn.send(self.greeting + CRLF)
+        if not self.greeting.startswith(b"220"):
+            drain(conn)
+            return
+        plan = Plan()
+        current: Seen | None = None
+        received = self.commands.setdefault(index, [])
+        while line := conn.read_line():
+            verb, _, argument = line.rstrip(CRLF).partition(b" ")
+            verb = verb.upper()
+            received.append(verb.decode())
+            reply: bytes
+            if verb == b"EHLO":
+                lines = [b"test", *self.extensions]
+                reply = b"".join(b"250-" + each + CRLF for each in lines[:-1])
+                reply += b"250 " + lines[-1]
+            elif verb == b"HELO":
+                reply = b"250 test"
+            elif verb == b"MAIL" and current is not None:
+                reply = b"503 5.5.1 nested MAIL command"
+            elif verb == b"MAIL":
+                plan = self._plan()
+                current = Seen(index, _address(argument))
+                with self._lock:
+                    self.seen.append(current)
+                reply = plan.mail
+                if not reply.startswith(b"250"):
+                    current = None
+            elif verb == b"RCPT":
+                address = _address(argument)
+                reply = b"503 5.5.1 need MAIL"
+                if current is not None:
+                    reply = plan.rcpt.get(address, b"250 2.1.5 ok")
+                    if reply.startswith(b"25"):
+                        current.recipients.append(address)
+            elif verb == b"DATA":
+                reply = b"554 5.5.1 no valid recipients"
+                if current is not None and current.recipients:
+                    reply = plan.data
+                if reply.startswith(b"354"):
+                    assert current is not None
+                    conn.send(reply + CRLF)
+                    current.data = conn.read_data()
+                    if self.hold is not None:
+                        self.hold(current)
+                    reply = plan.final
+                    if reply != DROP:
+                        current.final = reply
+                    current = None
+            elif verb == b"BDAT":
+                size, _, last = argument.partition(b" ")
+                chunk = read_chunk(conn, int(size))
+                reply = b"503 5.5.1 no valid recipients"
+                if current is not None and current.recipients:
+                    current.data = (current.data or b"") + chunk
+                    reply = b"250 2.0.0 chunk received"
+                    if last.strip().upper() == b"LAST":
+                        if self.hold is not None:
+                            self.hold(current)
+                        reply = plan.final
+                        if reply != DROP:
+                            current.final = reply
+                        current = None
+            elif verb == b"RSET":
+                current = None
+                reply = b"250 2.0.0 reset"
+            elif verb == b"NOOP":
+                reply = b"250 2.0.0 ok"
+            elif verb == b"QUIT":
+                conn.send(b"221 2.0.0 bye\r\n")
+                return
+            else:
+                reply = b"500 5.5.2 what?"
+            if reply == DROP:
+                return
+            conn.send(reply + CRLF)
+            if reply.startswith(b"421"):
+                drain(conn)  # the client closes; nothing it sent is cut off
+                return
+            if verb in (b"DATA", b"BDAT") and plan.close_after:
+                return
+
+
+class ConcurrentServer:
+    """A loopback server that serves each connection in its own thread with
+    ``handler(conn, index)``, and counts connections.
+
+    :param capacity: connections served at once; more are greeted with 421
+        and closed.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        handler: Callable[[ScriptedConnection, int], None],
+        *,
+        capacity: int | None = None,
+    ) -> None:
+        self.handler = handler
+        self.capacity = capacity
+        #: What the client sent on each served connection.
+        self.transcripts: list[bytearray] = []
+        self.refused = 0
+        self.active = 0
+        self.max_active = 0
+        self.closed = 0
+        self.errors: list[BaseException] = []
+        self._condition = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((self.host, 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.05)
+        self.port: int = self._sock.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def connections(self) -> int:
+        """How many connections were served (not refused with 421)."""
+        return len(self.transcripts)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(TIMEOUT)
+            with self._condition:
+                busy = self.capacity is not None and self.active >= self.capacity
+                if busy:
+                    self.refused += 1
+                else:
+                    self.active += 1
+                    self.max_active = max(self.max_active, self.active)
+                    index = len(self.transcripts)
+                    self.transcripts.append(bytearray())
+            if busy:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"421 4.7.0 too many connections\r\n")
+                sock.close()
+                continue
+            thread = threading.Thread(
+                target=self._serve, args=(sock, index), daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, sock: socket.socket, index: int) -> None:
+        conn = ScriptedConnection(sock, self.transcripts[index])
+        try:
+            self.handler(conn, index)
+        except OSError:
+            pass  # the client went away
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            sock.close()
+            with self._condition:
+                self.active -= 1
+                self.closed += 1
+                self._condition.notify_all()
+
+    def wait_closed(self, count: int) -> None:
+        """Block until ``count`` served connections have been closed."""
+        with self._condition:
+            assert self._condition.wait_for(lambda: self.closed >= count, TIMEOUT)
+
+    def __enter__(self) -> ConcurrentServer:
+        self._acceptor.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stopping.set()
+        self._acceptor.join(TIMEOUT)
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        self._sock.close()
+        if exc is None and self.errors:
+            raise self.errors[0]
+
+
+# Sockets ---------------------------------------------------------------------------
+
+
+def client_sockets(port: int) -> int:
+    """How many of this process's file descriptors are TCP sockets connected to
+    ``port`` on loopback (the client side of our connections)."""
+    inodes: set[str] = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name, encoding="ascii") as table:
+            for row in list(table)[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                count += 1
+    return count
+
+
+@contextlib.contextmanager
+def no_leaked_sockets(port: int) -> Iterator[None]:
+    """Fail if a client socket to ``port`` is still open at the end."""
+    assert client_sockets(port) == 0
+    yield
+    assert client_sockets(port) == 0
+
+
+def pool_for(
+    server: ConcurrentServer | AiosmtpdServer, **options: Any
+) -> anysmtp.AsyncSMTPPool:
+    settings: dict[str, Any] = {
+        "timeout": TIMEOUT,
+        "local_hostname": "client",
+        "start_tls": False,
+        "reconnect_backoff": 0.01,
+        **options,
+    }
+    return anysmtp.AsyncSMTPPool(server.host, server.port, **settings)
+
+
+def no_backoff(retry: int) -> float:
+    return 0.0
+
+
+# Reuse and limits: aiosmtpd -------------------------------------------------------
+
+
+@dataclass
+class PeerRecorder(RecordingHandler):
+    """Also records the client's address of each message: one per connection."""
+
+    peers: list[object] = field(default_factory=list)
+
+    async def handle_DATA(
+        self, server: SMTPServerProtocol, session: Session, envelope: Envelope
+    ) -> str:
+        self.peers.append(session.peer)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def recorder() -> Iterator[AiosmtpdServer]:
+    with AiosmtpdServer(PeerRecorder()) as server:
+        yield server
+
+
+def peers(server: AiosmtpdServer) -> set[object]:
+    """The client addresses the messages came from: one per connection."""
+    handler = server.handler
+    assert isinstance(handler, PeerRecorder)
+    return set(handler.peers)
+
+
+async def test_send_many_delivers_everything_in_input_order(
+    recorder: AiosmtpdServer,
+) -> None:
+    messages = [message(f"m{index}", to=f"r{index}@example.com") for index in range(25)]
+    with no_leaked_sockets(recorder.port):
+        async with pool_for(recorder, max_size=4) as pool:
+            results = await pool.send_many(messages)
+            assert pool.connections_opened <= 4
+    assert [result.index for result in results] == list(range(25))
+    assert {result.status for result in results} == {"sent"}
+    assert {result.attempts for result in results} == {1}
+    assert all(result.response == (250, b"OK: queued") for result in results)
+    received = {each.rcpt_tos[0]: each.data for each in recorder.messages}
+    assert len(recorder.messages) == 25
+    for index, msg in enumerate(messages):
+        assert received[f"r{index}@example.com"] == msg.as_bytes().replace(
+            b"\n", b"\r\n"
+        )
+    assert len(peers(recorder)) == pool.connections_opened
+
+
+async def test_connections_are_reused(recorder: AiosmtpdServer) -> None:
+    with no_leaked_sockets(recorder.port):
+        async with pool_for(recorder, max_size=5) as pool:
+            for index in range(6):
+                refused, reply = await pool.send(message(f"m{index}"))
+                assert (refused, reply) == ({}, "OK: queued")
+            async with pool.connection() as smtp:
+                assert await smtp.noop() == (250, b"OK")
+                assert await smtp.sendmail("a@example.com", "b@example.com", b"x") == {}
+            assert pool.size == 1
+            assert pool.idle == 1
+    # One after the other: one connection did everything.
+    assert pool.connections_opened == 1
+    assert len(peers(recorder)) == 1
+    assert len(recorder.messages) == 7
+    assert pool.size == 0
+
+
+async def test_str_and_bytes_messages_need_an_envelope(
+    recorder: AiosmtpdServer,
+) -> None:
+    async with pool_for(recorder) as pool:
+        with pytest.raises(ValueError, match="sender and recipients"):
+            await pool.send(b"Subject: x\r\n\r\nhi\r\n")
+        refused, _ = await pool.send(
+            "Subject: x\r\n\r\nhi\r\n",
+            sender="a@example.com",
+            recipients=["b@example.com"],
+            mail_options=["BODY=8BITMIME"],
+        )
+        assert refused == {}
+    assert recorder.messages[0].mail_options == ["SIZE=18", "BODY=8BITMIME"]
+    assert recorder.messages[0].data == b"Subject: x\r\n\r\nhi\r\n"
+
+
+async def test_never_more_connections_than_max_size() -> None:
+    # The first message of each connection waits until three connections have
+    # one: a pool that opened fewer would stall here (and fail).
+    barrier = threading.Barrier(3, timeout=TIMEOUT)
+    firsts: set[int] = set()
+
+    def hold(seen: Seen) -> None:
+        if seen.connection not in firsts:
+            firsts.add(seen.connection)
+            barrier.wait()
+
+    mailer = Mailer(hold=hold)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_size=3) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(15)], concurrency=8
+            )
+    assert [result.status for result in results] == ["sent"] * 15
+    assert server.connections == 3
+    assert server.max_active == 3
+    assert sorted(mailer.delivered()) == sorted(f"m{index}" for index in range(15))
+
+
+async def test_max_messages_per_connection_retires_with_quit() -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_messages_per_connection=2) as pool:
+            for index in range(5):
+                await pool.send(message(f"m{index}"))
+    assert server.connections == 3
+    assert [each.count("MAIL") for each in mailer.sessions()] == [2, 2, 1]
+    assert all(each[-1] == "QUIT" for each in mailer.sessions())
+    assert mailer.delivered() == [f"m{index}" for index in range(5)]
+
+
+async def test_server_limits_mailmax_is_respected() -> None:
+    mailer = Mailer(extensions=(b"PIPELINING", b"LIMITS MAILMAX=3"))
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(7)], concurrency=1
+            )
+    assert {result.status for result in results} == {"sent"}
+    assert [each.count("MAIL") for each in mailer.sessions()] == [3, 3, 1]
+
+
+# Health checks and idle connections ------------------------------------------------
+
+
+SESSION: Final = ["EHLO", "MAIL", "RCPT", "DATA"]
+
+
+@pytest.mark.parametrize(
+    ("health_check", "expected"),
+    [
+        ("noop", [[*SESSION, "NOOP", *SESSION[1:], "QUIT"]]),
+        (None, [[*SESSION, *SESSION[1:], "QUIT"]]),
+        ("reconnect", [[*SESSION, "QUIT"], [*SESSION, "QUIT"]]),
+    ],
+)
+async def test_health_check_of_an_idle_connection(
+    health_check: _pool.HealthCheck, expected: list[list[str]]
+) -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        # health_check_after=0: every reuse counts as "after idle".
+        async with pool_for(
+            server, health_check=health_check, health_check_after=0
+        ) as pool:
+            await pool.send(message("first"))
+            await pool.send(message("second"))
+    assert mailer.sessions() == expected
+    assert mailer.delivered() == ["first", "second"]
+
+
+async def test_failed_noop_opens_another_connection() -> None:
+    def script(conn: ScriptedConnection, index: int) -> None:
+        if index == 0:
+            conn.greet_and_ehlo((b"PIPELINING",))
+            conn.expect(b"MAIL")
+            conn.expect(b"RCPT")
+            conn.expect(b"DATA")
+            conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            conn.read_data()
+            conn.send(b"250 queued\r\n")
+            conn.expect(b"NOOP")
+            conn.send(b"421 4.3.2 shutting down\r\n")
+            drain(conn)
+        else:
+            Mailer()(conn, index)
+
+    with ConcurrentServer(script) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, health_check_after=0) as pool:
+            await pool.send(message("first"))
+            assert await pool.send(message("second")) == ({}, "2.0.0 queued")
+    assert server.connections == 2
+
+
+async def test_idle_timeout_closes_old_connections_with_quit() -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, idle_timeout=0) as pool:
+            await pool.send(message("first"))
+            await pool.send(message("second"))
+            assert pool.connections_opened == 2
+    assert mailer.sessions() == [[*SESSION, "QUIT"], [*SESSION, "QUIT"]]
+    assert mailer.delivered() == ["first", "second"]
+
+
+async def test_connection_closed_by_the_server_while_idle_is_replaced() -> None:
+    mailer = Mailer(Plan(close_after=True))
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, health_check=None) as pool:
+            await pool.send(message("first"))
+            await anyio.to_thread.run_sync(server.wait_closed, 1)
+            results = await pool.send_many([message("second")], backoff=no_backoff)
+    # Noticed before use: nothing was sent on the dead connection.
+    assert results[0].attempts == 1
+    assert mailer.sessions() == [SESSION, [*SESSION, "QUIT"]]
+    assert mailer.delivered() == ["first", "second"]
+
+
+async def test_dead_pooled_connection_is_replaced_once_by_send() -> None:
+    # The second transaction finds its connection gone at MAIL (before the
+    # message was sent): send() tries once more on a new connection.
+    mailer = Mailer(Plan(), Plan(mail=DROP))
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, health_check=None) as pool:
+            await pool.send(message("first"))
+            assert await pool.send(message("second")) == ({}, "2.0.0 queued")
+    assert server.connections == 2
+    assert mailer.delivered() == ["first", "second"]
+
+
+# 421: reconnecting and backing off ---------------------------------------------------
+
+
+async def test_421_at_greeting_shrinks_the_pool_instead_of_hammering() -> None:
+    mailer = Mailer()
+    with (
+        ConcurrentServer(mailer, capacity=2) as server,
+        no_leaked_sockets(server.port),
+    ):
+        async with pool_for(server, max_size=4) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(12)], backoff=no_backoff
+            )
+            assert 1 <= pool.effective_max_size <= 2
+    assert {result.status for result in results} == {"sent"}
+    # The first burst of four met two refusals; none came after it.
+    assert server.refused == 2
+    assert server.max_active <= 2
+    assert sorted(mailer.delivered()) == sorted(f"m{index}" for index in range(12))
+
+
+async def test_421_greeting_fails_send_and_later_the_pool_grows_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer, capacity=0) as server:
+        async with pool_for(server, max_size=3) as pool:
+            with pytest.raises(anysmtp.SMTPConnectError) as caught:
+                await pool.send(message("refused"))
+            assert caught.value.smtp_code == 421
+            assert pool.effective_max_size == 1
+            server.capacity = None
+            monkeypatch.setattr(_pool, "RECOVERY_INTERVAL", 0.0)
+            await pool.send(message("accepted"))
+            assert pool.effective_max_size == 2
+    assert server.refused == 1
+    assert mailer.delivered() == ["accepted"]
+
+
+async def test_421_in_a_session_reconnects_and_retries_the_message() -> None:
+    mailer = Mailer(Plan(), Plan(mail=b"421 4.7.0 too many messages, closing"))
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(3)],
+                concurrency=1,
+                backoff=no_backoff,
+            )
+    assert [result.status for result in results] == ["sent"] * 3
+    assert [result.attempts for result in results] == [1, 2, 1]
+    assert server.connections == 2
+    assert mailer.delivered() == ["m0", "m1", "m2"]
+
+
+# Retry rules ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("plan", "status", "attempts", "code"),
+    [
+        (Plan(mail=b"451 4.3.0 try later"), "sent", 2, None),
+        (Plan(mail=b"550 5.7.1 sender refused"), "failed", 1, 550),
+        (Plan(data=b"451 4.3.0 not now"), "sent", 2, None),
+        (Plan(final=b"452 4.3.1 queue full"), "sent", 2, None),
+        (Plan(final=b"554 5.6.0 rejected"), "failed", 1, 554),
+        (Plan(rcpt={"bob@example.com": b"450 4.2.1 greylisted"}), "sent", 2, None),
+        (Plan(rcpt={"bob@example.com": b"550 5.1.1 unknown"}), "failed", 1, None),
+    ],
+    ids=[
+        "mail-4xx",
+        "mail-5xx",
+        "data-4xx",
+        "final-4xx",
+        "final-5xx",
+        "rcpt-4xx",
+        "rcpt-5xx",
+    ],
+)
+async def test_transient_failures_are_retried_permanent_ones_are_not(
+    plan: Plan, status: str, attempts: int, code: int | None
+) -> None:
+    mailer = Mailer(plan)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([message("m")], backoff=no_backoff)
+    assert (result.status, result.attempts) == (status, attempts)
+    assert len(mailer.seen) == attempts
+    assert mailer.delivered() == (["m"] if status == "sent" else [])
+    if code is not None:
+        assert isinstance(result.error, anysmtp.SMTPResponseException)
+        assert result.error.smtp_code == code
+    # A refusal leaves the connection usable: one connection throughout.
+    assert server.connections == 1
+
+
+async def test_retries_stop_after_the_limit() -> None:
+    mailer = Mailer(*[Plan(mail=b"451 4.3.0 try later")] * 10)
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many(
+                [message("m")], retries=2, backoff=no_backoff
+            )
+    assert (result.status, result.attempts) == ("failed", 3)
+    assert isinstance(result.error, anysmtp.SMTPSenderRefused)
+    assert len(mailer.seen) == 3
+
+
+async def test_backoff_function_gets_the_retry_number() -> None:
+    asked: list[int] = []
+
+    def backoff(retry: int) -> float:
+        asked.append(retry)
+        return 0.0
+
+    mailer = Mailer(*[Plan(mail=b"451 4.3.0 try later")] * 3)
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([message("m")], backoff=backoff)
+    assert (result.status, result.attempts) == ("sent", 4)
+    assert asked == [1, 2, 3]
+
+
+async def test_all_refused_retries_only_the_recipients_refused_for_now() -> None:
+    refusals = {
+        "carol@example.com": b"450 4.2.1 greylisted",
+        "dave@example.com": b"550 5.1.1 unknown",
+    }
+    mailer = Mailer(Plan(rcpt=refusals))
+    envelope = anysmtp.Envelope(
+        b"Subject: m\r\n\r\nhi\r\n",
+        "alice@example.com",
+        ["carol@example.com", "dave@example.com"],
+    )
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([envelope], backoff=no_backoff)
+    assert (result.status, result.attempts) == ("partial", 2)
+    assert result.refused == {"dave@example.com": (550, b"5.1.1 unknown")}
+    assert [seen.recipients for seen in mailer.seen] == [[], ["carol@example.com"]]
+    assert mailer.delivered() == ["m"]
+
+
+async def test_recipients_refused_for_now_after_others_were_accepted_are_reported() -> (
+    None
+):
+    mailer = Mailer(Plan(rcpt={"carol@example.com": b"450 4.2.1 greylisted"}))
+    msg = message("m")
+    msg["Cc"] = "carol@example.com"
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([msg], backoff=no_backoff)
+    assert (result.status, result.attempts) == ("partial", 1)
+    assert result.refused == {"carol@example.com": (450, b"4.2.1 greylisted")}
+    assert result.error is None
+    assert [seen.recipients for seen in mailer.seen] == [["bob@example.com"]]
+
+
+async def test_421_on_a_recipient_retries_every_recipient_not_refused_for_good() -> (
+    None
+):
+    # 421 on the second RCPT closes the connection before the third was tried.
+    plan = Plan(
+        rcpt={
+            "carol@example.com": b"550 5.1.1 unknown",
+            "dave@example.com": b"421 4.7.0 closing",
+        }
+    )
+    mailer = Mailer(plan)
+    to = [
+        "bob@example.com",
+        "carol@example.com",
+        "dave@example.com",
+        "erin@example.com",
+    ]
+    envelope = anysmtp.Envelope(b"Subject: m\r\n\r\nhi\r\n", "alice@example.com", to)
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([envelope], backoff=no_backoff)
+    assert (result.status, result.attempts) == ("partial", 2)
+    assert result.refused == {"carol@example.com": (550, b"5.1.1 unknown")}
+    assert mailer.seen[-1].recipients == [
+        "bob@example.com",
+        "dave@example.com",
+        "erin@example.com",
+    ]
+    assert server.connections == 2
+
+
+async def test_disconnect_before_the_end_of_data_is_retried() -> None:
+    mailer = Mailer(Plan(rcpt={"bob@example.com": DROP}))
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([message("m")], backoff=no_backoff)
+    assert (result.status, result.attempts) == ("sent", 2)
+    assert server.connections == 2
+    assert mailer.delivered() == ["m"]
+
+
+@pytest.mark.parametrize(
+    "extensions", [(b"PIPELINING",), ()], ids=["pipelining", "one-by-one"]
+)
+async def test_lost_final_reply_is_reported_not_retried(
+    extensions: tuple[bytes, ...],
+) -> None:
+    mailer = Mailer(Plan(final=DROP), Plan(final=DROP), extensions=extensions)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([message("m")], backoff=no_backoff)
+            with pytest.raises(anysmtp.SMTPFinalReplyLostError) as caught:
+                await pool.send(message("again"))
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert isinstance(result.error, anysmtp.SMTPFinalReplyLostError)
+    assert isinstance(result.error, anysmtp.SMTPServerDisconnected)
+    assert isinstance(result.error.__cause__, anysmtp.SMTPServerDisconnected)
+    # The whole message reached the server once and was never sent again.
+    assert [seen.subject for seen in mailer.seen] == ["m", "again"]
+    assert mailer.seen[0].data is not None
+    assert isinstance(caught.value, anysmtp.SMTPServerDisconnected)
+
+
+async def test_lost_final_reply_is_retried_when_asked() -> None:
+    mailer = Mailer(Plan(final=DROP))
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many(
+                [message("m")], backoff=no_backoff, retry_ambiguous=True
+            )
+    assert (result.status, result.attempts) == ("sent", 2)
+    # The price: the server has the message twice (the first may be delivered).
+    assert [seen.subject for seen in mailer.seen] == ["m", "m"]
+
+
+@pytest.mark.parametrize(
+    ("chunking", "status"), [(True, "failed"), (False, "sent")], ids=["bdat", "data"]
+)
+async def test_chunking_makes_any_drop_in_a_transaction_ambiguous(
+    chunking: bool, status: str
+) -> None:
+    # With BDAT a small message goes out in the envelope's write: a drop at
+    # MAIL may follow the whole message.  Without it, it is safely retried.
+    mailer = Mailer(
+        Plan(mail=DROP), extensions=(b"PIPELINING", b"CHUNKING", b"8BITMIME")
+    )
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server, chunking=chunking) as pool:
+            [result] = await pool.send_many([message("m")], backoff=no_backoff)
+    assert result.status == status
+    if chunking:
+        assert isinstance(result.error, anysmtp.SMTPFinalReplyLostError)
+        assert server.connections == 1
+    else:
+        assert server.connections == 2
+
+
+CHUNKING_EXTENSIONS = [
+    pytest.param((b"PIPELINING", b"CHUNKING"), id="bdat-pipelined"),
+    pytest.param((b"CHUNKING",), id="bdat-one-by-one"),
+]
+
+
+@pytest.mark.parametrize("extensions", CHUNKING_EXTENSIONS)
+async def test_bdat_messages_count_toward_the_message_limit(
+    extensions: tuple[bytes, ...],
+) -> None:
+    mailer = Mailer(extensions=extensions)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_messages_per_connection=2) as pool:
+            for index in range(3):
+                assert await pool.send(message(f"m{index}")) == ({}, "2.0.0 queued")
+    bdat = ["EHLO", "MAIL", "RCPT", "BDAT"]
+    assert mailer.sessions() == [
+        [*bdat, *bdat[1:], "QUIT"],
+        [*bdat, "QUIT"],
+    ]
+    assert mailer.delivered() == ["m0", "m1", "m2"]
+
+
+@pytest.mark.parametrize("extensions", CHUNKING_EXTENSIONS)
+async def test_lost_final_reply_after_bdat_last(extensions: tuple[bytes, ...]) -> None:
+    mailer = Mailer(Plan(final=DROP), extensions=extensions)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([message("m")], backoff=no_backoff)
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert isinstance(result.error, anysmtp.SMTPFinalReplyLostError)
+    assert len(mailer.seen) == 1
+    assert mailer.seen[0].data is not None
+
+
+async def test_unreachable_server_fails_after_the_retries() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with anysmtp.AsyncSMTPPool("127.0.0.1", port, timeout=TIMEOUT) as pool:
+        [result] = await pool.send_many([message("m")], retries=2, backoff=no_backoff)
+    assert (result.status, result.attempts) == ("failed", 3)
+    assert isinstance(result.error, ConnectionRefusedError)
+
+
+async def test_configuration_errors_are_not_retried() -> None:
+    # start_tls=True and no STARTTLS offered: every try would fail the same way.
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server, start_tls=True) as pool:
+            results = await pool.send_many(
+                [message("m1"), message("m2")], backoff=no_backoff
+            )
+    assert [(result.status, result.attempts) for result in results] == [
+        ("failed", 1),
+        ("failed", 1),
+    ]
+    assert all(isinstance(r.error, anysmtp.SMTPNotSupportedError) for r in results)
+    assert mailer.seen == []
+
+
+async def test_invalid_items_fail_alone() -> None:
+    mailer = Mailer()
+    nobody = message("m4")
+    del nobody["To"]
+    items: list[Any] = [
+        message("m0"),
+        "Subject: no envelope\r\n\r\n",
+        anysmtp.Envelope(b"Subject: m2\r\n\r\nx\r\n", "a@example.com", "b@example.com"),
+        42,
+        nobody,
+    ]
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            results = await pool.send_many(items)
+    assert [result.status for result in results] == [
+        "sent",
+        "failed",
+        "sent",
+        "failed",
+        "failed",
+    ]
+    assert isinstance(results[1].error, ValueError)
+    assert isinstance(results[3].error, TypeError)
+    assert [results[1].attempts, results[3].attempts] == [0, 0]
+    assert isinstance(results[4].error, anysmtp.SMTPNoRecipientsError)
+    assert sorted(mailer.delivered()) == ["m0", "m2"]
+
+
+def test_envelope_refuses_what_cannot_be_sent_again() -> None:
+    with pytest.raises(TypeError, match="BufferedReader"), open(__file__, "rb") as file:
+        anysmtp.Envelope(file, "a@example.com", "b@example.com")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sender and recipients"):
+        anysmtp.Envelope(b"x", sender="a@example.com")
+
+
+async def test_send_many_refuses_a_single_message() -> None:
+    pool = anysmtp.AsyncSMTPPool("127.0.0.1", 9)
+    with pytest.raises(TypeError, match="use send"):
+        await pool.send_many(message("m"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="concurrency"):
+        await pool.send_many([], concurrency=0)
+    assert await pool.send_many([]) == []
+    await pool.aclose()
+
+
+# Result order, progress, input forms ----------------------------------------------
+
+
+async def test_results_in_input_order_progress_in_completion_order() -> None:
+    # The first message's final reply is held until every other one is done.
+    others_done = threading.Event()
+
+    def hold(seen: Seen) -> None:
+        if seen.subject == "m0":
+            assert others_done.wait(TIMEOUT)
+
+    reported: list[int] = []
+
+    async def progress(result: anysmtp.SendResult) -> None:
+        await anyio.lowlevel.checkpoint()
+        reported.append(result.index)
+        if len(reported) == 5:
+            others_done.set()
+
+    mailer = Mailer(hold=hold)
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server, max_size=3) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(6)], progress=progress
+            )
+    assert [result.index for result in results] == list(range(6))
+    assert reported[-1] == 0
+    assert sorted(reported) == list(range(6))
+
+
+async def test_async_iterable_is_read_as_workers_get_free(
+    recorder: AiosmtpdServer,
+) -> None:
+    pulled = 0
+
+    async def generate() -> AsyncIterator[anysmtp.Envelope]:
+        nonlocal pulled
+        for index in range(8):
+            pulled += 1
+            yield anysmtp.Envelope(
+                f"Subject: m{index}\r\n\r\nhi\r\n",
+                "a@example.com",
+                f"r{index}@example.com",
+            )
+
+    seen_pulled: list[int] = []
+    async with pool_for(recorder, max_size=2) as pool:
+        results = await pool.send_many(
+            generate(), progress=lambda result: seen_pulled.append(pulled)
+        )
+    assert [result.status for result in results] == ["sent"] * 8
+    # Two workers: never more than two messages taken beyond the finished ones.
+    assert all(count <= done + 2 for done, count in enumerate(seen_pulled, start=1))
+    assert sorted(each.rcpt_tos[0] for each in recorder.messages) == sorted(
+        f"r{index}@example.com" for index in range(8)
+    )
+
+
+async def test_errors_of_the_iterable_and_of_progress_propagate(
+    recorder: AiosmtpdServer,
+) -> None:
+    def broken() -> Iterator[EmailMessage]:
+        yield message("m0")
+        raise LookupError("no more")
+
+    def failing(result: anysmtp.SendResult) -> None:
+        raise KeyError("progress")
+
+    with no_leaked_sockets(recorder.port):
+        async with pool_for(recorder) as pool:
+            with pytest.raises(LookupError, match="no more"):
+                await pool.send_many(broken(), concurrency=1)
+            with pytest.raises(KeyError, match="progress"):
+                await pool.send_many([message("m1")], progress=failing)
+            # The pool is still fine.
+            assert await pool.send(message("m2")) == ({}, "OK: queued")
+    assert len(recorder.messages) == 3
+
+
+async def test_module_send_many_uses_a_temporary_pool(recorder: AiosmtpdServer) -> None:
+    with no_leaked_sockets(recorder.port):
+        results = await anysmtp.send_many(
+            [message(f"m{index}") for index in range(5)],
+            hostname=recorder.host,
+            port=recorder.port,
+            concurrency=2,
+            start_tls=False,
+            timeout=TIMEOUT,
+        )
+    assert [result.status for result in results] == ["sent"] * 5
+    assert len(recorder.messages) == 5
+    assert len(peers(recorder)) <= 2
+
+
+# TLS and AUTH ----------------------------------------------------------------------
+
+
+@dataclass
+class Authenticator:
+    """Accepts test/test; records ``(login, over TLS)`` for every attempt."""
+
+    attempts: list[tuple[bytes, bool]] = field(default_factory=list)
+
+    def __call__(
+        self,
+        server: SMTPServerProtocol,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: object,
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        self.attempts.append((auth_data.login, session.ssl is not None))
+        success = (auth_data.login, auth_data.password) == (b"test", b"test")
+        return AuthResult(success=success, handled=False)
+
+
+async def test_connections_use_starttls_and_log_in(certs: Certificates) -> None:
+    authenticator = Authenticator()
+    with AiosmtpdServer(
+        authenticator=authenticator, tls_context=certs.server_context()
+    ) as server:
+        async with anysmtp.AsyncSMTPPool(
+            server.host,
+            server.port,
+            max_size=2,
+            start_tls=True,
+            tls_context=certs.client_context(),
+            username="test",
+            password="test",
+            timeout=TIMEOUT,
+        ) as pool:
+            results = await pool.send_many([message(f"m{i}") for i in range(6)])
+            async with pool.connection() as smtp:
+                assert smtp.get_transport_info("sslobject") is not None
+            opened = pool.connections_opened
+        async with anysmtp.AsyncSMTPPool(
+            server.host,
+            server.port,
+            start_tls=True,
+            tls_context=certs.client_context(),
+            username="test",
+            password="wrong",
+            timeout=TIMEOUT,
+        ) as pool:
+            [refused] = await pool.send_many([message("x")], backoff=no_backoff)
+    assert {result.status for result in results} == {"sent"}
+    assert len(server.messages) == 6
+    assert opened <= 2  # TLS connections are reused too
+    # One login per connection, each over TLS; 535 is not retried.
+    assert authenticator.attempts == [(b"test", True)] * opened + [(b"test", True)]
+    assert isinstance(refused.error, anysmtp.SMTPAuthenticationError)
+    assert refused.attempts == 1
+
+
+def test_pool_options_are_the_clients_options() -> None:
+    parameters = inspect.signature(anysmtp.AsyncSMTP.__init__).parameters
+    client_options = set(parameters) - {"self", "host", "port", "hostname", "sock"}
+    assert set(anysmtp.ConnectionOptions.__annotations__) == client_options
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        anysmtp.AsyncSMTPPool("localhost", use_tls=True, start_tls=True)
+    with pytest.raises(ValueError, match="max_size"):
+        anysmtp.AsyncSMTPPool("localhost", max_size=0)
+
+
+# Cancellation and closing --------------------------------------------------------
+
+
+class Gate:
+    """Holds final replies until opened; counts the replies held."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.held = threading.Semaphore(0)
+
+    def __call__(self, seen: Seen) -> None:
+        self.held.release()
+        self.open.wait(TIMEOUT)
+
+    async def wait_held(self, count: int) -> None:
+        for _ in range(count):
+            assert await anyio.to_thread.run_sync(self.held.acquire, True, TIMEOUT)
+
+
+async def test_cancelling_send_many_lets_transactions_in_flight_finish() -> None:
+    gate = Gate()
+    mailer = Mailer(hold=gate)
+    reported: list[anysmtp.SendResult] = []
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_size=2) as pool:
+            scope = anyio.CancelScope()
+
+            async def run() -> None:
+                with scope:
+                    await pool.send_many(
+                        [message(f"m{index}") for index in range(10)],
+                        progress=reported.append,
+                    )
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(run)
+                await gate.wait_held(2)
+                scope.cancel()
+                gate.open.set()
+            assert scope.cancelled_caught
+            # Both connections went back to the pool, in step.
+            assert pool.idle == 2
+            assert await pool.send(message("after")) == ({}, "2.0.0 queued")
+    assert sorted(result.status for result in reported) == ["sent", "sent"]
+    assert sorted(mailer.delivered()) == sorted(
+        [f"m{result.index}" for result in reported] + ["after"]
+    )
+    # Nothing new was started after the cancellation.
+    assert len(mailer.seen) == 3
+
+
+async def test_cancel_grace_expiry_closes_connections_and_reports_the_doubt() -> None:
+    gate = Gate()
+    mailer = Mailer(hold=gate)
+    reported: list[anysmtp.SendResult] = []
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_size=2) as pool:
+            with anyio.CancelScope() as scope:
+
+                async def cancel_when_held() -> None:
+                    await gate.wait_held(2)
+                    scope.cancel()
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(cancel_when_held)
+                    await pool.send_many(
+                        [message(f"m{index}") for index in range(10)],
+                        progress=reported.append,
+                        cancel_grace=0.05,
+                    )
+            gate.open.set()
+            assert pool.size == 0
+    assert [result.status for result in reported] == ["failed", "failed"]
+    assert all(
+        isinstance(result.error, anysmtp.SMTPFinalReplyLostError) for result in reported
+    )
+    assert len(mailer.seen) == 2
+
+
+async def test_cancelled_wait_for_a_connection_leaks_no_token(
+    recorder: AiosmtpdServer,
+) -> None:
+    async with pool_for(recorder, max_size=1) as pool:
+        async with pool.connection():
+            with anyio.move_on_after(0.05) as scope:
+                await pool.send(message("waits"))
+            assert scope.cancelled_caught
+        assert await pool.send(message("m")) == ({}, "OK: queued")
+        assert pool.connections_opened == 1
+    assert len(recorder.messages) == 1
+
+
+async def test_connection_that_raised_is_discarded(recorder: AiosmtpdServer) -> None:
+    with no_leaked_sockets(recorder.port):
+        async with pool_for(recorder) as pool:
+            with pytest.raises(RuntimeError):
+                async with pool.connection():
+                    raise RuntimeError("oops")
+            assert pool.size == 0
+            await pool.send(message("m"))
+            assert pool.connections_opened == 2
+
+
+async def test_closing_the_pool_finishes_sends_in_flight_and_stops_the_rest() -> None:
+    gate = Gate()
+    mailer = Mailer(hold=gate)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        pool = pool_for(server)
+        results: list[anysmtp.SendResult] = []
+
+        async def run() -> None:
+            results.extend(
+                await pool.send_many(
+                    [message(f"m{index}") for index in range(4)], concurrency=1
+                )
+            )
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run)
+            await gate.wait_held(1)
+            group.start_soon(pool.aclose)
+            await anyio.wait_all_tasks_blocked()
+            assert pool.closed
+            gate.open.set()
+        with pytest.raises(anysmtp.SMTPPoolClosedError):
+            await pool.send(message("late"))
+        with pytest.raises(anysmtp.SMTPPoolClosedError):
+            async with pool.connection():
+                pass
+    assert [(result.status, result.attempts) for result in results] == [
+        ("sent", 1),
+        ("failed", 0),
+        ("failed", 0),
+        ("failed", 0),
+    ]
+    assert all(isinstance(r.error, anysmtp.SMTPPoolClosedError) for r in results[1:])
+    assert mailer.delivered() == ["m0"]
+    assert mailer.commands[0][-1] == "QUIT"
+
+
+async def test_closing_wakes_tasks_waiting_for_a_connection(
+    recorder: AiosmtpdServer,
+) -> None:
+    pool = pool_for(recorder, max_size=1)
+    outcome: list[BaseException] = []
+    holding = anyio.Event()
+    release = anyio.Event()
+
+    async def hold() -> None:
+        async with pool.connection() as smtp:
+            holding.set()
+            await release.wait()
+            await smtp.noop()
+
+    async def wait_for_one() -> None:
+        try:
+            await pool.send(message("never"))
+        except anysmtp.SMTPPoolClosedError as exc:
+            outcome.append(exc)
+
+    with no_leaked_sockets(recorder.port):
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            await holding.wait()
+            group.start_soon(wait_for_one)
+            await anyio.wait_all_tasks_blocked()
+            group.start_soon(pool.aclose)
+            await anyio.wait_all_tasks_blocked()
+            # The waiter gave up at once; the holder still has its connection.
+            assert len(outcome) == 1
+            release.set()
+        await pool.aclose()  # again: nothing more to do
+    assert pool.size == 0
+    assert recorder.messages == []
+
+
+async def test_close_grace_expiry_closes_connections_in_use() -> None:
+    gate = Gate()
+    mailer = Mailer(hold=gate)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        pool = pool_for(server)
+        outcome: list[BaseException] = []
+
+        async def send() -> None:
+            try:
+                await pool.send(message("m"))
+            except anysmtp.SMTPException as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(send)
+            await gate.wait_held(1)
+            await pool.aclose(grace=0.05)
+        gate.open.set()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], anysmtp.SMTPFinalReplyLostError)
+
+
+# The sync pool ---------------------------------------------------------------------
+
+
+def test_sync_pool_send_many_and_connection(recorder: AiosmtpdServer) -> None:
+    # Start the portal's loop (and its own sockets) before counting.
+    anysmtp.SMTPPool("127.0.0.1", 9).close()
+    reported: list[int] = []
+    with no_leaked_sockets(recorder.port):
+        with anysmtp.SMTPPool(
+            recorder.host, recorder.port, max_size=3, start_tls=False, timeout=TIMEOUT
+        ) as pool:
+            results = pool.send_many(
+                [message(f"m{index}") for index in range(12)],
+                progress=lambda result: reported.append(result.index),
+            )
+            assert [result.status for result in results] == ["sent"] * 12
+            assert sorted(reported) == list(range(12))
+            assert pool.send(message("one")) == ({}, "OK: queued")
+            with pool.connection() as smtp:
+                assert isinstance(smtp, anysmtp.SMTP)
+                assert smtp.noop() == (250, b"OK")
+                assert smtp.sendmail("a@example.com", ["b@example.com"], "x") == {}
+                lent = smtp
+            # After the block it no longer reaches the pooled connection.
+            with pytest.raises(anysmtp.SMTPServerDisconnected):
+                lent.noop()
+            assert pool.connections_opened <= 3
+            with pytest.raises(ZeroDivisionError), pool.connection():
+                raise ZeroDivisionError
+            assert pool.size < pool.connections_opened
+        assert pool.closed
+        with pytest.raises(anysmtp.SMTPPoolClosedError):
+            pool.send(message("late"))
+    assert len(recorder.messages) == 14
+
+
+def test_sync_pool_reuses_one_connection_for_sequential_use(
+    recorder: AiosmtpdServer,
+) -> None:
+    with anysmtp.SMTPPool(recorder.host, recorder.port, start_tls=False) as pool:
+        for index in range(3):
+            with pool.connection() as smtp:
+                smtp.send_message(message(f"m{index}"))
+        assert pool.connections_opened == 1
+        assert pool.idle == 1
+    assert len(peers(recorder)) == 1
+
+
+def test_sync_pool_reports_failures_like_the_async_one() -> None:
+    mailer = Mailer(Plan(mail=b"550 5.7.1 no"), Plan(final=b"451 4.3.0 later"))
+    with (
+        ConcurrentServer(mailer) as server,
+        anysmtp.SMTPPool(
+            server.host, server.port, start_tls=False, timeout=TIMEOUT
+        ) as pool,
+    ):
+        results = pool.send_many(
+            [message("m0"), message("m1")], concurrency=1, backoff=no_backoff
+        )
+    assert [(r.status, r.attempts) for r in results] == [("failed", 1), ("sent", 2)]
+    assert mailer.delivered() == ["m1"]
