@@ -402,6 +402,7 @@ class AsyncSMTP:
         self._accepted_recipients: list[str] = []
         self._data_refusals: SendErrors = {}
         self._last_data_response: SMTPResponse | None = None
+        self._final_reply_pending = False
         self._transaction_lock: anyio.Lock | None = None
         #: The object reported in audit events (the sync facade sets itself).
         self._audit_object: object = self
@@ -490,6 +491,14 @@ class AsyncSMTP:
     def last_ehlo_response(self) -> SMTPResponse | None:
         """The last successful EHLO reply, or ``None``."""
         return self._last_ehlo_response
+
+    @property
+    def final_reply_pending(self) -> bool:
+        """Whether the end of a message was sent and its final reply not read
+        yet.  When a transaction fails while this is true, the server may or may
+        not have accepted the message: the one case where resending it could
+        deliver it twice (RFC 1047)."""
+        return self._final_reply_pending
 
     @property
     def last_data_response(self) -> SMTPResponse | None:
@@ -1051,7 +1060,9 @@ class AsyncSMTP:
         await self.send(encoder.finish())
 
     async def _end_of_data_reply(self) -> SMTPResponse:
+        self._final_reply_pending = True
         code, repl = await self.getreply()
+        self._final_reply_pending = False
         reply = SMTPResponse(code, repl)
         if self.debuglevel > 0:
             self._print_debug("data:", (code, repl))
@@ -1465,6 +1476,7 @@ class AsyncSMTP:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
     ) -> SendErrors:
+        self._final_reply_pending = False
         await self.ehlo_or_helo_if_needed()
         # Everything that can be refused locally is refused before a byte is sent.
         body = MessageBody(msg)
@@ -1573,8 +1585,10 @@ class AsyncSMTP:
                 await self.send(
                     b"%bBDAT %d LAST\r\n%b" % (envelope, len(payload), payload)
                 )
+                self._final_reply_pending = True
         code, resp = await self.getreply()
         if code == 421:
+            self._final_reply_pending = False  # the server is closing
             self.close()
             raise SMTPSenderRefused(code, resp, from_addr)
         sender_refused = (
@@ -1590,6 +1604,7 @@ class AsyncSMTP:
             else:
                 senderrs[each] = (rcpt_code, rcpt_resp)
             if rcpt_code == 421:
+                self._final_reply_pending = False  # the server is closing
                 self.close()
                 raise SMTPRecipientsRefused(senderrs)
         if chunking:
@@ -1635,6 +1650,7 @@ class AsyncSMTP:
         if sent:
             # Refused (and discarded) when the transaction never started.
             reply = await self._bdat_reply()
+            self._final_reply_pending = False
             if not refused:
                 self._last_data_response = reply
         if refused:
@@ -1663,7 +1679,9 @@ class AsyncSMTP:
             await self.send(data)
             if tail:
                 await self.send(tail)
+            self._final_reply_pending = True
             reply = await self._bdat_reply()
+            self._final_reply_pending = False
             self._last_data_response = reply
             return reply
         encoder = None if binary else DataEncoder(stuff_dots=False)
@@ -1696,11 +1714,13 @@ class AsyncSMTP:
             last = tail if pending is None else pending + tail
             await self.send(b"BDAT %d LAST\r\n%b" % (len(last), last))
             unanswered += 1
+            self._final_reply_pending = True
         final: SMTPResponse | None = refusal
         for _ in range(unanswered):
             reply = await self._bdat_reply()
             if final is None or final[0] == 250:
                 final = reply
+        self._final_reply_pending = False
         assert final is not None
         self._last_data_response = final
         return final

@@ -204,24 +204,12 @@ class SendResult:
 
 
 class _PooledSMTP(AsyncSMTP):
-    """The client the pool uses: it records what the pool needs to know of each
-    transaction (how many there were, and whether the end of the message was
-    sent while its final reply was not read yet).
-
-    ``_final_reply_pending`` may be set by the pool before a transaction whose
-    body may go out in the envelope's write (BDAT with PIPELINING), where no
-    step of the client marks the end of the data.
-    """
+    """The client the pool uses: it counts the transactions that got their
+    final reply (for ``max_messages_per_connection`` and LIMITS MAILMAX), through
+    a connection lent by :meth:`AsyncSMTPPool.connection` too."""
 
     _pool_final_reply: SMTPResponse | None = None
     _pool_transactions: int = 0
-    _final_reply_pending: bool = False
-
-    async def _end_of_data_reply(self) -> SMTPResponse:
-        # Called right after the ``.`` line went out: from now until the reply
-        # is read, the server may have accepted the message.
-        self._final_reply_pending = True
-        return await super()._end_of_data_reply()
 
     @property
     def _last_data_response(self) -> SMTPResponse | None:
@@ -232,7 +220,6 @@ class _PooledSMTP(AsyncSMTP):
         # Both DATA and BDAT record the final reply here.
         self._pool_final_reply = value
         if value is not None:
-            self._final_reply_pending = False
             self._pool_transactions += 1
 
 
@@ -935,12 +922,6 @@ class AsyncSMTPPool:
         shields: _Shields | None,
     ) -> tuple[SendErrors, SMTPResponse | None]:
         client = conn.client
-        # With CHUNKING a small message may go out in the envelope's write (with
-        # PIPELINING) or after it with no step in between: count the whole
-        # transaction as "final reply pending" (see the module's docstring).
-        client._final_reply_pending = self._options.get(
-            "chunking", True
-        ) and client.has_extn("chunking")
         transactions = client._pool_transactions
         try:
             with anyio.CancelScope(shield=shields is not None) as scope:
@@ -953,7 +934,7 @@ class AsyncSMTPPool:
                     if (
                         type(exc) is SMTPResponseException
                         and not client.is_connected
-                        and client._final_reply_pending
+                        and client.final_reply_pending
                     ):
                         # An unreadable final reply (over the size limits): as
                         # good as lost.
@@ -970,7 +951,7 @@ class AsyncSMTPPool:
                         await _reset(client)
                     raise
                 except Exception as exc:
-                    if _is_connection_failure(exc) and client._final_reply_pending:
+                    if _is_connection_failure(exc) and client.final_reply_pending:
                         raise SMTPFinalReplyLostError(
                             "the connection failed after the message was sent and "
                             f"before the server's final reply ({exc}): it may or "
@@ -982,7 +963,7 @@ class AsyncSMTPPool:
                         shields.scopes.discard(scope)
             # Here only when send_many's grace period after a cancellation ran
             # out in the middle of this transaction.
-            if client._final_reply_pending:
+            if client.final_reply_pending:
                 raise SMTPFinalReplyLostError(
                     "cancelled after the message was sent and before the server's "
                     "final reply: it may or may not have been accepted"

@@ -205,6 +205,14 @@ class SMTP(SyncClient):
         return self._async.last_ehlo_response
 
     @property
+    def final_reply_pending(self) -> bool:
+        """Whether the end of a message was sent and its final reply not read
+        yet.  When a transaction fails while this is true, the server may or may
+        not have accepted the message: the one case where resending it could
+        deliver it twice (RFC 1047)."""
+        return self._async.final_reply_pending
+
+    @property
     def last_data_response(self) -> SMTPResponse | None:
         """The server's reply to the end of the last message (after DATA or the
         last BDAT chunk), or ``None``: what aiosmtplib's ``sendmail`` returns as

@@ -77,6 +77,8 @@ async def test_stalled_reply_times_out_and_closes(
             )
             assert not smtp.is_connected
             assert smtp.sock is None
+            # Only a stall after the whole message leaves its fate unknown.
+            assert smtp.final_reply_pending is (stall_at == "final")
         finally:
             release.set()
             smtp.close()
