@@ -6,9 +6,10 @@ import email.message
 import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
-from ._client import DEFAULT_TIMEOUT, AsyncSMTP, SendErrors, TokenProvider
+from ._client import DEFAULT_TIMEOUT, AsyncSMTP, TokenProvider
+from ._envelope import Envelope, transaction
 from ._response import SMTPResponse
 
 __all__ = ["send"]
@@ -85,36 +86,9 @@ async def send(
     :raises TypeError: ``message`` is of another type.
     :raises SMTPException: as :meth:`AsyncSMTP.sendmail`.
     """
-    transaction: Callable[[AsyncSMTP], Awaitable[SendErrors]]
-    if isinstance(message, email.message.Message):
-        email_message = message
-
-        def transaction(client: AsyncSMTP) -> Awaitable[SendErrors]:
-            return client.send_message(
-                email_message,
-                sender,
-                recipients,
-                mail_options or (),
-                rcpt_options or (),
-            )
-
-    elif isinstance(message, str | bytes):
-        if sender is None or recipients is None:
-            raise ValueError(
-                "a str or bytes message needs the sender and recipients arguments"
-            )
-        raw_message, from_addr, to_addrs = message, sender, recipients
-
-        def transaction(client: AsyncSMTP) -> Awaitable[SendErrors]:
-            return client.sendmail(
-                from_addr, to_addrs, raw_message, mail_options or (), rcpt_options or ()
-            )
-
-    else:
-        raise TypeError(
-            "message must be an email.message.Message, str or bytes, "
-            f"not {type(message).__name__}"
-        )
+    envelope = Envelope(
+        message, sender, recipients, mail_options or (), rcpt_options or ()
+    )
     if socket_path is not None or sock is not None:
         hostname = None
     client = AsyncSMTP(
@@ -140,7 +114,7 @@ async def send(
         chunking=chunking,
     )
     async with client:
-        refused = await transaction(client)
+        refused = await transaction(client, envelope, None)
         final = client.last_data_response
     replies = {
         address: SMTPResponse(code, text) for address, (code, text) in refused.items()
