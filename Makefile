@@ -52,6 +52,11 @@ bench: $(BENCH_STAMP)
 	sh bench/install-smtp-sink.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+## make soak: the soak test at full length, 20,000 messages per client
+## (async API on asyncio, uvloop and trio, and the sync facade)
+soak: $(STAMP)
+	ANYSMTP_SOAK_MESSAGES=20000 $(BIN)/python -m pytest -m soak --timeout=900 tests $(PYTEST_ARGS)
+
 ## make interop: the client against private Postfix and Exim on loopback
 ## (as root on Debian: installs them with apt-get; otherwise skipped with a message)
 interop: $(STAMP)

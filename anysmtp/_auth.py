@@ -31,9 +31,19 @@ def check_credential(value: str, what: str) -> None:
     logs through exception messages.
 
     :raises ValueError: ``value`` contains NUL, CR, LF or SOH.
+    :raises UnicodeEncodeError: UTF-8 cannot encode ``value`` (a lone
+        surrogate); the exception does not carry the value.
     """
     if any(char in value for char in "\x00\r\n\x01"):
         raise ValueError(f"{what} contains a NUL, CR, LF or SOH character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Checked before AUTH: LOGIN would otherwise send the user name and
+        # fail on the password, leaving the server waiting for it.
+        raise UnicodeEncodeError(
+            "utf-8", "", exc.start, exc.end, f"{what} cannot be encoded in UTF-8"
+        ) from None
 
 
 def plain_response(user: str, password: str) -> str:

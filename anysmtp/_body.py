@@ -3,6 +3,7 @@ chunks so that a large message never needs to sit in memory twice."""
 
 from __future__ import annotations
 
+import email.message
 import io
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
@@ -50,6 +51,10 @@ class MessageBody:
             self.data = source
         elif isinstance(source, bytearray | memoryview):
             self.data = bytes(source)
+        elif isinstance(source, email.message.Message):
+            raise TypeError(
+                "a message object goes to send_message(), not sendmail() or data()"
+            )
         elif isinstance(source, io.TextIOBase):
             raise TypeError("a message file must be opened in binary mode ('rb')")
         elif hasattr(source, "read"):

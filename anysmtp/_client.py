@@ -61,7 +61,7 @@ from ._errors import (
     SMTPTLSError,
 )
 from ._esmtp import auth_mechanisms, parse_ehlo_features
-from ._message import prepare_message
+from ._message import NotAMessageError, prepare_message
 from ._protocol import (
     DataEncoder,
     ReplyLimitError,
@@ -1509,9 +1509,18 @@ class AsyncSMTP:
             ):
                 esmtp_opts.append("BODY=BINARYMIME")
         message: MessageSource = body.data if body.data is not None else msg
+        # The envelope's lines, encoded now: a recipient that cannot be encoded
+        # (non-ASCII without SMTPUTF8) fails before MAIL, not after it.
+        envelope = [format_command("mail", self._mail_arguments(from_addr, esmtp_opts))]
+        envelope += [
+            format_command("rcpt", self._rcpt_arguments(each, rcpt_options))
+            for each in recipients
+        ]
+        encoding = self.command_encoding
+        encoded = b"".join([line.encode(encoding) for line in envelope])
         if self._can_pipeline():
             return await self._sendmail_pipelined(
-                from_addr, recipients, body, esmtp_opts, rcpt_options, chunking, binary
+                from_addr, recipients, body, encoded, chunking, binary
             )
         code, resp = await self.mail(from_addr, esmtp_opts)
         if code != 250:
@@ -1556,8 +1565,7 @@ class AsyncSMTP:
         from_addr: str,
         recipients: list[str],
         body: MessageBody,
-        esmtp_opts: Sequence[str],
-        rcpt_options: Sequence[str],
+        envelope: bytes,
         chunking: bool,
         binary: bool,
     ) -> SendErrors:
@@ -1566,22 +1574,15 @@ class AsyncSMTP:
 
         With BDAT, a message that fits in one chunk goes in the same write (as
         ``BDAT n LAST``); a larger one follows the envelope's replies."""
-        batch = [format_command("mail", self._mail_arguments(from_addr, esmtp_opts))]
-        batch += [
-            format_command("rcpt", self._rcpt_arguments(each, rcpt_options))
-            for each in recipients
-        ]
         self._accepted_recipients = []
         self._data_refusals = {}
         if not chunking:
-            batch.append(format_command("data"))
-            await self.send("".join(batch))
+            await self.send(envelope + b"data\r\n")
         else:
             payload = _bdat_payload(body.data, binary)
             if payload is None:
-                await self.send("".join(batch))
+                await self.send(envelope)
             else:
-                envelope = "".join(batch).encode(self.command_encoding)
                 await self.send(
                     b"%bBDAT %d LAST\r\n%b" % (envelope, len(payload), payload)
                 )
@@ -1759,7 +1760,14 @@ class AsyncSMTP:
         :raises ValueError: the message has more than one ``Resent-`` block.
         :raises SMTPNotSupportedError: an address needs SMTPUTF8 and the server
             does not support it.
+        :raises TypeError: ``msg`` is not a message object (the exception is
+            also an :exc:`AttributeError`, which smtplib raises there).
         """
+        if not isinstance(msg, email.message.Message):
+            raise NotAMessageError(
+                "send_message() takes an email.message.Message, not "
+                f"{type(msg).__name__}: give str or bytes to sendmail()"
+            )
         async with self._transaction():
             with self._operation(total_timeout):
                 return await self._send_message(

@@ -19,7 +19,15 @@ from typing import NamedTuple
 
 from ._errors import SMTPNotSupportedError
 
-__all__ = ["PreparedMessage", "prepare_message"]
+__all__ = ["NotAMessageError", "PreparedMessage", "prepare_message"]
+
+
+class NotAMessageError(TypeError, AttributeError):
+    """``send_message`` was given something that is not a message object.
+
+    Also an :exc:`AttributeError`: smtplib fails there with one, and callers may
+    catch that.
+    """
 
 
 class PreparedMessage(NamedTuple):

@@ -120,27 +120,30 @@ def quoteaddr(addrstring: str) -> str:
 MAX_PATH_LENGTH = 256
 
 
-def _unquoted_brackets(address: str) -> list[tuple[int, str]]:
-    """The positions of ``<`` and ``>`` outside quoted strings and comments."""
-    found: list[tuple[int, str]] = []
-    quoted = escaped = False
-    comment_depth = 0
-    for index, char in enumerate(address):
-        if escaped:
-            escaped = False
-        elif char == "\\" and (quoted or comment_depth):
-            escaped = True
-        elif quoted:
-            quoted = char != '"'
-        elif char == '"' and not comment_depth:
-            quoted = True
-        elif char == "(":
-            comment_depth += 1
-        elif char == ")" and comment_depth:
-            comment_depth -= 1
-        elif char in "<>" and not comment_depth:
-            found.append((index, char))
-    return found
+#: Longer than any address with a display name has a reason to be: refused
+#: before parsing (``parseaddr`` recurses once per nested comment).
+MAX_ADDRESS_LENGTH = 4 * MAX_PATH_LENGTH
+_BLANK_OR_BRACKET = re.compile(r"[\s<>]")
+_QUOTED_LOCAL_PART = re.compile(r'"(?:[^"\\]|\\.)*"@')
+
+
+def _is_one_token(path: str) -> bool:
+    """Whether ``path`` is one ``<...>`` token (RFC 5321, 4.1.2): no blank,
+    ``<`` or ``>`` inside, except in a quoted string that is the whole local
+    part (after an optional source route)."""
+    if len(path) < 2 or path[0] != "<" or path[-1] != ">":
+        return False
+    inner = path[1:-1]
+    quote = inner.find('"')
+    if quote < 0:
+        return _BLANK_OR_BRACKET.search(inner) is None
+    if quote and inner[quote - 1] != ":":
+        return False  # a quote inside a local part
+    local = _QUOTED_LOCAL_PART.match(inner, quote)
+    if local is None:
+        return False
+    rest = inner[:quote] + inner[local.end() - 1 :]
+    return '"' not in rest and _BLANK_OR_BRACKET.search(rest) is None
 
 
 def mail_path(address: str) -> str:
@@ -148,21 +151,30 @@ def mail_path(address: str) -> str:
     what would smuggle text into the command or is far too long.
 
     ``quoteaddr`` passes an address that ``parseaddr`` cannot parse through as it
-    is when it starts with ``<``: smtplib sends ``"<> SIZE=1"`` or
-    ``"<<a@b>> BODY=8BITMIME"`` verbatim, adding ESMTP parameters the caller never
-    passed as options.  A path must be one ``<...>`` with no ``<`` or ``>`` inside
-    outside quotes.
+    is when it starts with ``<``, and wraps any other in angle brackets: smtplib
+    sends ``"<> SIZE=1"``, ``"<<a@b>>"`` or ``"<a@b RET=HDRS>"``, and a server
+    that ends the path at ``>`` or at a blank takes the rest for ESMTP
+    parameters the caller never passed as options.
 
-    :raises ValueError: ``address`` has control characters, its path carries
-        text after (or angle brackets inside) the ``<...>``, or the path is longer
-        than :data:`MAX_PATH_LENGTH` octets.
+    :raises ValueError: ``address`` has control characters, its path is not one
+        token (blanks or angle brackets inside, outside a quoted local part), or
+        the path is longer than :data:`MAX_PATH_LENGTH` octets.
     """
     if _PLAIN_ADDRESS.fullmatch(address) is not None:
         path = f"<{address}>"
     else:
         check_address(address)
-        path = quoteaddr(address)
-        if [index for index, _ in _unquoted_brackets(path)] != [0, len(path) - 1]:
+        if len(address) > MAX_ADDRESS_LENGTH:
+            raise ValueError(
+                f"address is too long: {len(address)} characters, {address[:40]!r}..."
+            )
+        try:
+            path = quoteaddr(address)
+        except RecursionError:
+            raise ValueError(
+                f"address is nested too deeply to parse: {address[:40]!r}..."
+            ) from None
+        if not _is_one_token(path):
             raise ValueError(
                 f"address would smuggle text into the command as {path!r}: {address!r}"
             )

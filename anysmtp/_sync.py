@@ -622,6 +622,8 @@ class SMTP(SyncClient):
         :raises ValueError: the message has more than one ``Resent-`` block.
         :raises SMTPNotSupportedError: an address needs SMTPUTF8 and the server
             does not support it.
+        :raises TypeError: ``msg`` is not a message object (the exception is
+            also an :exc:`AttributeError`, which smtplib raises there).
         """
         return self._call(lambda: AsyncSMTP.send_message(self._async, msg=msg, from_addr=from_addr, to_addrs=to_addrs, mail_options=mail_options, rcpt_options=rcpt_options, total_timeout=total_timeout))
 

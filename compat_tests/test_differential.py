@@ -1879,7 +1879,6 @@ def unsolicited_reply_desyncs(smtplib: ModuleType, host: str, port: int) -> obje
 
 ADDRESSES: Final = (
     "",
-    " ",
     "<>",
     "a@b",
     "A <a@b>",
@@ -1928,7 +1927,14 @@ def addresses_quoted_like_smtplib(smtplib: ModuleType, host: str, port: int) -> 
 
 #: Paths smtplib sends as they are: they smuggle text into MAIL and RCPT, or are
 #: longer than RFC 5321 allows.
-SMUGGLED_PATHS: Final = ("<<a@b.c>>", "<> SIZE=1", "<>x", "a" * 300 + "@b.c")
+SMUGGLED_PATHS: Final = (
+    "<<a@b.c>>",
+    "<> SIZE=1",
+    "<>x",
+    " ",
+    "alice@example.com RET=HDRS ENVID=x@",
+    "a" * 300 + "@b.c",
+)
 
 
 def _smuggled_path_check(reference: Outcome, ours: Outcome) -> None:

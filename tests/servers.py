@@ -1,16 +1,41 @@
 """Test servers: aiosmtpd in a thread, and a scripted server for exact wire checks.
 
 Both listen on a loopback socket bound before the server starts (port 0: no
-race for a free port) and run in their own thread, independent of the backend
-the test runs on.
+race for a free port; or a Unix socket for the scripted server) and run in their
+own thread, independent of the backend the test runs on.
+
+The scripted server misbehaves on demand, from the script, with
+:class:`ScriptedConnection`:
+
+* disconnect: :meth:`~ScriptedConnection.disconnect` (an orderly FIN), or return
+  from the script (a plain ``close()``, an RST if the client's bytes are unread);
+* reset: :meth:`~ScriptedConnection.reset` (an RST, SO_LINGER 0);
+* stall: :meth:`~ScriptedConnection.stall` (answer nothing until the client
+  gives up; a script that waits on a :class:`threading.Event` instead of
+  reading makes a client's large send block);
+* trickle: :meth:`~ScriptedConnection.trickle` (one byte per ``send``);
+* endless multi-line replies: :meth:`~ScriptedConnection.send_endless`;
+* over-long lines, invalid UTF-8: :func:`long_line`, :data:`INVALID_UTF8`, any
+  bytes through :meth:`~ScriptedConnection.send`;
+* replies before the command: :meth:`~ScriptedConnection.send` before
+  :meth:`~ScriptedConnection.expect`;
+* extra bytes after the STARTTLS reply: send them with the reply, then
+  :meth:`~ScriptedConnection.start_tls`;
+* a fault in the middle of a TLS handshake:
+  :meth:`~ScriptedConnection.read_tls_record` takes the ClientHello.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 import ssl
+import struct
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -20,6 +45,7 @@ from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from aiosmtpd.smtp import Envelope, Session
 
 __all__ = [
+    "INVALID_UTF8",
     "AiosmtpdServer",
     "ReceivedMessage",
     "RecordingHandler",
@@ -27,7 +53,19 @@ __all__ = [
     "ScriptedServer",
     "drain",
     "exchange",
+    "long_line",
 ]
+
+#: A reply line whose text is not UTF-8 (a lone continuation byte, an overlong
+#: encoding, a truncated sequence, a surrogate).
+INVALID_UTF8 = b"250 caf\xe9 \x80 \xc0\xaf \xe2\x82 \xed\xa0\x80\r\n"
+
+
+def long_line(length: int, code: bytes = b"250") -> bytes:
+    """A single reply line of exactly ``length`` bytes, CRLF included."""
+    if length < len(code) + 3:
+        raise ValueError(f"a reply line of {length} bytes cannot hold a code")
+    return code + b" " + b"x" * (length - len(code) - 3) + b"\r\n"
 
 
 @dataclass
@@ -97,7 +135,10 @@ class RecordingHandler:
 
 
 def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off only
+    # on connections whose socket says TCP, and aiosmtpd writes a multi-line
+    # reply line by line (each EHLO otherwise waits for a delayed ACK, ~40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
@@ -184,12 +225,20 @@ class AiosmtpdServer:
 
 
 class ScriptedConnection:
-    """The server side of one connection, driven by a test's script."""
+    """The server side of one connection, driven by a test's script.
+
+    Every byte read from the client is recorded twice: in the server's shared
+    ``transcript`` and in this connection's own :attr:`received`.
+    """
 
     def __init__(self, sock: socket.socket, transcript: bytearray) -> None:
         self.sock = sock
         self._transcript = transcript
+        #: What the client sent on this connection (decrypted, under TLS).
+        self.received = bytearray()
         self._buffer = b""
+        #: Set by read_tls_record(): what follows is TLS, not SMTP.
+        self._in_handshake = False
 
     def send(self, data: bytes) -> None:
         """Send raw bytes to the client."""
@@ -202,7 +251,7 @@ class ScriptedConnection:
             if not chunk:
                 line, self._buffer = self._buffer, b""
                 return line
-            self._transcript += chunk
+            self._record(chunk)
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line + b"\n"
@@ -229,6 +278,7 @@ class ScriptedConnection:
         if self._buffer:
             raise AssertionError(f"client sent {self._buffer!r} before the handshake")
         self.sock = context.wrap_socket(self.sock, server_side=True)
+        self._in_handshake = False
 
     def greet_and_ehlo(self, extensions: tuple[bytes, ...] = ()) -> None:
         """The usual opening: a greeting and a reply to EHLO."""
@@ -240,6 +290,92 @@ class ScriptedConnection:
 
     def close(self) -> None:
         self.sock.close()
+
+    def _record(self, chunk: bytes) -> None:
+        if self._in_handshake:
+            return
+        self._transcript += chunk
+        self.received += chunk
+
+    # Faults ------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP reset (SO_LINGER with a zero timeout):
+        the client's next read or write fails with ``ECONNRESET``."""
+        self.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        self.sock.close()
+
+    def disconnect(self) -> None:
+        """Close the connection in good order: send a FIN at once (under TLS too,
+        with no ``close_notify``), then read and record what the client still
+        sends until it closes its side, so that the kernel never turns the
+        close into a reset because of unread bytes."""
+        try:
+            # The base class's shutdown: SSLSocket.shutdown would drop the TLS
+            # layer, and what follows could no longer be decrypted.
+            socket.socket.shutdown(self.sock, socket.SHUT_WR)
+            while self.read_line():
+                pass
+        except OSError:
+            pass  # the client reset the connection itself: it is gone too
+        finally:
+            self.sock.close()
+
+    def stall(self) -> None:
+        """Answer nothing more: read (and record) what the client sends until it
+        gives up and closes the connection."""
+        while self.read_line():
+            pass
+
+    def trickle(self, data: bytes, delay: float = 0.0) -> None:
+        """Send ``data`` one byte per ``send``, ``delay`` seconds apart (Nagle's
+        algorithm off, so each byte can travel in a segment of its own)."""
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in data:
+            self.sock.sendall(bytes([byte]))
+            if delay:
+                time.sleep(delay)
+
+    def send_endless(self, line: bytes = b"250-" + b"x" * 1018 + b"\r\n") -> int:
+        """Send ``line`` over and over (an endless multi-line reply by default)
+        until the client goes away.
+
+        :returns: how many bytes were sent.
+        """
+        sent = 0
+        try:
+            while True:
+                self.sock.sendall(line)
+                sent += len(line)
+        except OSError:
+            return sent
+
+    def read_tls_record(self) -> bytes:
+        """Read one whole TLS record (the ClientHello, after a STARTTLS reply): a
+        fault can then hit the handshake half-way, after the client's first
+        flight and before the server's answer.
+
+        Neither it nor anything read after it (a TLS alert, say) is recorded:
+        it is not SMTP.  Only :meth:`start_tls` would start recording again.
+        """
+        self._in_handshake = True
+        header = self.read_exactly(5)
+        (length,) = struct.unpack("!H", header[3:5])
+        return header + self.read_exactly(length)
+
+    def read_exactly(self, size: int) -> bytes:
+        """Read exactly ``size`` bytes (a BDAT chunk, say), recorded as lines
+        are."""
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise AssertionError(f"connection closed after {data!r}")
+            self._record(chunk)
+            data += chunk
+        return data
 
 
 Script = Callable[[ScriptedConnection], None]
@@ -264,18 +400,46 @@ class ScriptedServer:
 
     The script runs in a thread with blocking sockets and a 10 second timeout; an
     exception in it (a failed ``expect``) is re-raised by :meth:`stop`.
+
+    :param script: run on each accepted connection, one after the other.
+    :param connections: how many connections to accept.
+    :param unix: listen on a Unix domain socket at :attr:`socket_path` (in a
+        fresh temporary directory, removed when the server stops) instead of
+        TCP; :attr:`port` is then 0.
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, script: Script, connections: int = 1) -> None:
+    def __init__(
+        self, script: Script, connections: int = 1, *, unix: bool = False
+    ) -> None:
         self.script = script
         self.connections = connections
+        #: Every byte received, all connections together.
         self.transcript = bytearray()
+        #: What each connection received, in the order they were accepted.
+        self.transcripts: list[bytes] = []
         self.errors: list[BaseException] = []
-        self._sock = _listening_socket()
-        self.port: int = self._sock.getsockname()[1]
+        self._socket_path: str | None = None
+        self._unix_directory: str | None = None
+        if unix:
+            self._unix_directory = tempfile.mkdtemp(prefix="anysmtp-")
+            self._socket_path = os.path.join(self._unix_directory, "smtp.sock")
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._sock.bind(self._socket_path)
+            self._sock.listen(64)
+            self.port = 0
+        else:
+            self._sock = _listening_socket()
+            self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def socket_path(self) -> str:
+        """The Unix socket's path (a server made with ``unix=True``)."""
+        if self._socket_path is None:
+            raise AttributeError("this server listens on TCP, not a Unix socket")
+        return self._socket_path
 
     def _serve(self) -> None:
         self._sock.settimeout(10)
@@ -283,6 +447,11 @@ class ScriptedServer:
             for _ in range(self.connections):
                 conn, _address = self._sock.accept()
                 conn.settimeout(10)
+                if conn.family != socket.AF_UNIX:
+                    # Each send leaves at once: with Nagle's algorithm, replies
+                    # sent one after the other (to a pipelined batch) would
+                    # wait for the client's delayed ACK, ~40 ms each time.
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 scripted = ScriptedConnection(conn, self.transcript)
                 try:
                     self.script(scripted)
@@ -291,6 +460,7 @@ class ScriptedServer:
                 finally:
                     scripted.sock.close()  # a TLS wrapper replaces the socket
                     conn.close()
+                    self.transcripts.append(bytes(scripted.received))
         except BaseException as exc:
             self.errors.append(exc)
 
@@ -300,9 +470,14 @@ class ScriptedServer:
 
     def stop(self) -> None:
         self._thread.join(15)
-        self._sock.close()
+        self._close_listener()
         if self.errors:
             raise self.errors[0]
+
+    def _close_listener(self) -> None:
+        self._sock.close()
+        if self._unix_directory is not None:
+            shutil.rmtree(self._unix_directory, ignore_errors=True)
 
     def __enter__(self) -> ScriptedServer:
         return self.start()
@@ -316,4 +491,4 @@ class ScriptedServer:
         if exc is None:
             self.stop()
         else:
-            self._sock.close()
+            self._close_listener()

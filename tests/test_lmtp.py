@@ -18,7 +18,6 @@ import pytest
 
 import anysmtp
 from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
-from tests.test_transport import UnixScriptedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -361,21 +360,23 @@ def lmtp_greet_lhlo_quit(conn: ScriptedConnection) -> None:
 
 @pytest.mark.parametrize("how", ["host", "connect", "socket_path"])
 async def test_absolute_path_is_a_unix_socket(how: str) -> None:
-    with UnixScriptedServer(lmtp_greet_lhlo_quit) as server:
+    with ScriptedServer(lmtp_greet_lhlo_quit, unix=True) as server:
         if how == "host":
-            lmtp = anysmtp.AsyncLMTP(server.path, local_hostname=LOCAL)
+            lmtp = anysmtp.AsyncLMTP(server.socket_path, local_hostname=LOCAL)
             greeting = await lmtp.connect()
         elif how == "connect":
             lmtp = anysmtp.AsyncLMTP(local_hostname=LOCAL)
-            greeting = await lmtp.connect(server.path)
+            greeting = await lmtp.connect(server.socket_path)
         else:
-            lmtp = anysmtp.AsyncLMTP(socket_path=server.path, local_hostname=LOCAL)
+            lmtp = anysmtp.AsyncLMTP(
+                socket_path=server.socket_path, local_hostname=LOCAL
+            )
             greeting = await lmtp.connect()
         assert greeting == (220, b"lmtp ready")
         sock = lmtp.sock
         assert sock is not None
         assert sock.family == socket.AF_UNIX
-        assert lmtp.get_transport_info("peername") == server.path
+        assert lmtp.get_transport_info("peername") == server.socket_path
         assert await lmtp.ehlo() == (250, b"lmtp")
         assert await lmtp.quit() == (221, b"bye")
     assert server.transcript == LHLO + b"quit\r\n"
@@ -386,10 +387,10 @@ async def test_unix_socket_like_smtplib() -> None:
         with smtplib.LMTP(path, local_hostname=LOCAL) as client:
             return client.ehlo(), client.quit()
 
-    with UnixScriptedServer(lmtp_greet_lhlo_quit) as server:
-        reference = await anyio.to_thread.run_sync(run_smtplib, server.path)
-    with UnixScriptedServer(lmtp_greet_lhlo_quit) as server:
-        async with anysmtp.AsyncLMTP(server.path, local_hostname=LOCAL) as lmtp:
+    with ScriptedServer(lmtp_greet_lhlo_quit, unix=True) as server:
+        reference = await anyio.to_thread.run_sync(run_smtplib, server.socket_path)
+    with ScriptedServer(lmtp_greet_lhlo_quit, unix=True) as server:
+        async with anysmtp.AsyncLMTP(server.socket_path, local_hostname=LOCAL) as lmtp:
             ours = (await lmtp.ehlo(), await lmtp.quit())
     assert ours == reference == ((250, b"lmtp"), (221, b"bye"))
 

@@ -2,7 +2,8 @@
 backend, through AsyncSMTP's public API.
 
 Besides the loopback :class:`~tests.servers.ScriptedServer` these tests use
-:class:`UnixScriptedServer` (the same on a Unix domain socket), a *black hole*
+:class:`~tests.servers.ScriptedServer` with ``unix=True`` (on a Unix domain
+socket), a *black hole*
 (an address whose TCP handshake never completes: a listener with a full accept
 queue) and a fake resolver (``anyio.getaddrinfo`` patched for made-up names) to
 drive happy eyeballs deterministically.
@@ -18,7 +19,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -56,46 +56,6 @@ def greet_quit(conn: ScriptedConnection) -> None:
     """Greeting, then QUIT."""
     conn.send(b"220 scripted ESMTP\r\n")
     exchange(conn, (b"quit", b"221 bye\r\n"))
-
-
-class UnixScriptedServer(ScriptedServer):
-    """:class:`ScriptedServer` listening on a Unix domain socket at ``path``.
-
-    The socket lives in a fresh temporary directory (short enough for the
-    ``sun_path`` limit), removed when the server stops.
-    """
-
-    def __init__(self, script: Script, connections: int = 1) -> None:
-        super().__init__(script, connections)
-        self._sock.close()
-        self._directory = tempfile.mkdtemp(prefix="anysmtp-")
-        self.path = os.path.join(self._directory, "smtp.sock")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(self.path)
-        sock.listen(8)
-        self._sock = sock
-        self.port = 0
-
-    def __enter__(self) -> UnixScriptedServer:
-        self.start()
-        return self
-
-    def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            shutil.rmtree(self._directory, ignore_errors=True)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            super().__exit__(exc_type, exc, tb)
-        finally:
-            shutil.rmtree(self._directory, ignore_errors=True)
 
 
 def sock_of(smtp: anysmtp.AsyncSMTP) -> socket.socket | None:
@@ -358,18 +318,20 @@ async def test_source_address_in_use() -> None:
 
 @pytest.mark.parametrize("where", ["constructor", "connect"])
 async def test_unix_socket(where: str) -> None:
-    with UnixScriptedServer(greet_ehlo_noop_quit) as server:
+    with ScriptedServer(greet_ehlo_noop_quit, unix=True) as server:
         if where == "constructor":
-            smtp = anysmtp.AsyncSMTP(socket_path=server.path, local_hostname=LOCAL)
+            smtp = anysmtp.AsyncSMTP(
+                socket_path=server.socket_path, local_hostname=LOCAL
+            )
             greeting = await smtp.connect()
         else:
             smtp = anysmtp.AsyncSMTP(local_hostname=LOCAL, start_tls=False)
-            greeting = await smtp.connect(socket_path=server.path)
+            greeting = await smtp.connect(socket_path=server.socket_path)
         assert greeting == GREETING
         sock = smtp.sock
         assert sock is not None
         assert sock.family == socket.AF_UNIX
-        assert smtp.get_transport_info("peername") == server.path
+        assert smtp.get_transport_info("peername") == server.socket_path
         assert (await smtp.ehlo())[0] == 250
         assert await smtp.noop() == (250, b"fine")
         assert await smtp.quit() == (221, b"bye")
