@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from typing import NamedTuple
 
@@ -146,6 +147,7 @@ def _is_one_token(path: str) -> bool:
     return '"' not in rest and _BLANK_OR_BRACKET.search(rest) is None
 
 
+@functools.lru_cache(maxsize=1024)
 def mail_path(address: str) -> str:
     """The path for MAIL FROM / RCPT TO (``quoteaddr(address)``), after refusing
     what would smuggle text into the command or is far too long.
@@ -155,6 +157,9 @@ def mail_path(address: str) -> str:
     sends ``"<> SIZE=1"``, ``"<<a@b>>"`` or ``"<a@b RET=HDRS>"``, and a server
     that ends the path at ``>`` or at a blank takes the rest for ESMTP
     parameters the caller never passed as options.
+
+    Results are cached: ``sendmail`` checks every path before MAIL and builds
+    the commands from the same paths, and bulk senders repeat addresses.
 
     :raises ValueError: ``address`` has control characters, its path is not one
         token (blanks or angle brackets inside, outside a quoted local part), or
