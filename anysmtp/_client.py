@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
@@ -530,24 +530,6 @@ class AsyncSMTP:
             print(datetime.datetime.now().time(), *args, file=sys.stderr)
         else:
             print(*args, file=sys.stderr)
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        """One mail transaction at a time per connection: tasks that share a
-        client (``gather(send_message(a), send_message(b))``) take turns."""
-        held = HELD_TRANSACTIONS.get()
-        if id(self) in held:
-            yield
-            return
-        if self._transaction_lock is None:
-            # fast_acquire: an uncontended lock costs no trip through the loop.
-            self._transaction_lock = anyio.Lock(fast_acquire=True)
-        async with self._transaction_lock:
-            token = HELD_TRANSACTIONS.set(held | {id(self)})
-            try:
-                yield
-            finally:
-                HELD_TRANSACTIONS.reset(token)
 
     def _check_timeout(self, timeout: float | None) -> None:
         if timeout is not None and not timeout:
@@ -1421,11 +1403,47 @@ class AsyncSMTP:
         :raises ValueError: an address contains control characters.
         :raises TypeError: ``msg`` is of an unsupported type.
         """
-        async with self._transaction():
+        return await self._run_transaction(
+            self._sendmail,
+            total_timeout,
+            from_addr,
+            to_addrs,
+            msg,
+            mail_options,
+            rcpt_options,
+        )
+
+    async def _run_transaction(
+        self,
+        transaction: Callable[..., Awaitable[SendErrors]],
+        total_timeout: float | None,
+        *args: Any,
+    ) -> SendErrors:
+        """Run ``transaction(*args)`` holding the connection (tasks sharing a
+        client take turns) within its time limits.  The common case, no
+        ``total_timeout`` on asyncio, opens no context manager but the lock."""
+        held = HELD_TRANSACTIONS.get()
+        if id(self) in held:
             with self._operation(total_timeout):
-                return await self._sendmail(
-                    from_addr, to_addrs, msg, mail_options, rcpt_options
-                )
+                return await transaction(*args)
+        lock = self._transaction_lock
+        if lock is None:
+            # fast_acquire: an uncontended lock costs no trip through the loop.
+            lock = self._transaction_lock = anyio.Lock(fast_acquire=True)
+        async with lock:
+            token = HELD_TRANSACTIONS.set(held | {id(self)})
+            try:
+                transport = self._transport
+                if (
+                    total_timeout is None
+                    and transport is not None
+                    and transport.times_waits_itself
+                ):
+                    return await transaction(*args)
+                with self._operation(total_timeout):
+                    return await transaction(*args)
+            finally:
+                HELD_TRANSACTIONS.reset(token)
 
     @contextlib.contextmanager
     def _operation(self, total_timeout: float | None) -> Iterator[None]:
@@ -1768,11 +1786,15 @@ class AsyncSMTP:
                 "send_message() takes an email.message.Message, not "
                 f"{type(msg).__name__}: give str or bytes to sendmail()"
             )
-        async with self._transaction():
-            with self._operation(total_timeout):
-                return await self._send_message(
-                    msg, from_addr, to_addrs, mail_options, rcpt_options
-                )
+        return await self._run_transaction(
+            self._send_message,
+            total_timeout,
+            msg,
+            from_addr,
+            to_addrs,
+            mail_options,
+            rcpt_options,
+        )
 
     async def _send_message(
         self,

@@ -290,6 +290,14 @@ class ReplyParser:
         :raises ReplyLimitError: a line or the whole reply exceeds its limit.
         """
         lines = self._lines
+        if not lines:
+            # The common case: a one-line reply ``NNN text`` at the front.
+            buffer = self._buffer
+            end = buffer.find(b"\n", 0, self._max_line)
+            if end >= 4 and buffer[3] == 0x20 and buffer[:3].isdigit():
+                whole = bytes(buffer[: end + 1])
+                del buffer[: end + 1]
+                return RawReply(int(whole[:3]), whole[4:].strip(b" \t\r\n"), [whole])
         while True:
             line = self.next_line()
             if line is None:

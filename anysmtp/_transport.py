@@ -201,6 +201,13 @@ class Transport:
         self._pending: asyncio.Future[bool | None] | None = None
 
     @property
+    def times_waits_itself(self) -> bool:
+        """Whether each wait carries its own deadline without a cancel scope
+        (asyncio's fast path, in the loop the socket was connected in)."""
+        loop = self._loop
+        return loop is not None and loop is asyncio._get_running_loop()
+
+    @property
     def sock(self) -> socket.socket:
         """The socket (an :class:`ssl.SSLSocket` once TLS is on)."""
         return self._sock
