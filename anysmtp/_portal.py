@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import contextvars
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
@@ -28,8 +30,10 @@ from anyio.from_thread import BlockingPortal
 __all__ = [
     "LoopPortal",
     "Portal",
+    "can_run_here",
     "carry_context_variable",
     "get_portal",
+    "run_here",
     "run_in_portal",
     "stop_portals",
 ]
@@ -270,13 +274,88 @@ def stop_portals() -> None:
 
 def _forget_portals_in_child() -> None:
     # The parent's portal threads do not exist in a forked child; its lock may
-    # have been held by a thread that is gone too.
-    global _lock
+    # have been held by a thread that is gone too.  The forking thread's own
+    # loop shares its epoll instance with the parent's: close the child's copy.
+    global _lock, _thread_loops
     _lock = threading.Lock()
     _portals.clear()
+    holder = getattr(_thread_loops, "holder", None)
+    _thread_loops = threading.local()
+    if holder is not None:
+        holder.close()
 
 
 os.register_at_fork(after_in_child=_forget_portals_in_child)
+
+
+class _ThreadLoop:
+    """The calling thread's own asyncio loop, closed with the thread (when the
+    thread's locals go) or at interpreter exit."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_thread_loops = threading.local()
+_main_thread_loop: _ThreadLoop | None = None
+
+
+def _close_main_thread_loop() -> None:
+    if _main_thread_loop is not None:
+        _main_thread_loop.close()
+
+
+atexit.register(_close_main_thread_loop)
+
+
+def can_run_here() -> bool:
+    """Whether a sync call can run in the calling thread, on its own loop: no
+    event loop runs in this thread (Jupyter's asyncio, a trio program calling
+    blocking code), which the portal is for."""
+    if asyncio._get_running_loop() is not None:
+        return False
+    sniffio = sys.modules.get("sniffio")
+    return sniffio is None or (
+        getattr(sniffio.thread_local, "name", None) is None
+        and sniffio.current_async_library_cvar.get() is None
+    )
+
+
+def run_here(func: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None]) -> T:
+    """Run ``func()`` to completion on the calling thread's own asyncio loop.
+
+    No hand-off to another thread: a call costs what the coroutine costs plus
+    one ``run_until_complete``.  Ctrl-C (or any ``BaseException`` that is not
+    an ``Exception``) cancels the coroutine, runs ``on_interrupt`` (it closes
+    the connection, out of step now) and propagates.
+    """
+    global _main_thread_loop
+    holder: _ThreadLoop | None = getattr(_thread_loops, "holder", None)
+    if holder is None or holder.loop.is_closed():
+        holder = _thread_loops.holder = _ThreadLoop()
+        if threading.current_thread() is threading.main_thread():
+            _main_thread_loop = holder
+    loop = holder.loop
+    task: asyncio.Task[T] = loop.create_task(func())  # type: ignore[arg-type]
+    try:
+        return loop.run_until_complete(task)
+    except BaseException as exc:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(task)
+        if not isinstance(exc, Exception):
+            on_interrupt()
+        raise
 
 
 def run_in_portal(

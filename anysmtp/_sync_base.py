@@ -23,7 +23,14 @@ from anyio.from_thread import BlockingPortal
 
 from ._client import HELD_TRANSACTIONS, AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
 from ._errors import SMTPConnectError, SMTPResponseException, SMTPServerDisconnected
-from ._portal import Portal, carry_context_variable, get_portal, run_in_portal
+from ._portal import (
+    Portal,
+    can_run_here,
+    carry_context_variable,
+    get_portal,
+    run_here,
+    run_in_portal,
+)
 from ._tls import check_legacy_arguments, warn_legacy_arguments
 
 __all__ = ["SyncClient", "SyncLMTPInit", "SyncSMTPSSLInit"]
@@ -205,6 +212,11 @@ class SyncClient(metaclass=_FacadeMeta):
             self._adopt_process()
         if self._hooks_seen != _hook_epoch:
             self._refresh_hooks()
+        if self._portal is None and not self._bridged and can_run_here():
+            # The common case: the calling thread runs the coroutine on its
+            # own loop, with no hand-off.  Bridged hooks run in worker threads
+            # that call back in: they need the one loop of the portal.
+            return run_here(func, self._async.close)
         portal: Portal = self._portal if self._portal is not None else get_portal()
         return run_in_portal(portal, func, self._async.close)
 

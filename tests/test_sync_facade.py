@@ -1,4 +1,5 @@
-"""The sync facade: smtplib's behaviour through the portal."""
+"""The sync facade: smtplib's behaviour, run in the calling thread or through
+the portal."""
 
 from __future__ import annotations
 
@@ -246,3 +247,105 @@ def test_ctrl_c_cancels_the_call_and_closes_the_connection() -> None:
             timeout=20,
         )
     assert output.split() == ["interrupted", "True"]
+
+
+@pytest.mark.subprocess
+def test_a_plain_script_runs_in_its_own_thread(smtpd: AiosmtpdServer) -> None:
+    # No loop runs in the calling thread: each call runs there, on the
+    # thread's own loop; no portal thread is started.
+    output = run_python(
+        """
+        import sys, threading
+        import anysmtp
+        server = anysmtp.SMTP(sys.argv[1], int(sys.argv[2]))
+        server.sendmail("a@example.com", ["b@example.com"], b"Subject: x\\r\\n\\r\\n")
+        server.quit()
+        print(sorted(thread.name for thread in threading.enumerate()))
+        """,
+        smtpd.host,
+        str(smtpd.port),
+    )
+    assert output.strip() == "['MainThread']"
+    assert len(smtpd.messages) == 1
+
+
+@pytest.mark.subprocess
+def test_script_that_never_quits_exits_with_the_portal(smtpd: AiosmtpdServer) -> None:
+    # Called from trio code (a blocking call in a trio program): the portal
+    # runs the call; its thread must not keep the process alive.
+    output = run_python(
+        """
+        import sys, threading, trio
+        import anysmtp as smtplib
+        async def main():
+            server = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+            server.sendmail("a@example.com", ["b@example.com"], "Subject: x\\n\\nbye")
+            names = [thread.name for thread in threading.enumerate()]
+            print(any(name.startswith("anysmtp-portal") for name in names))
+        trio.run(main)
+        """,
+        smtpd.host,
+        str(smtpd.port),
+        timeout=20,
+    )
+    assert output == "True\n"
+    assert len(smtpd.messages) == 1
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_through_the_portal_cancels_and_closes() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.expect(b"noop")
+        conn.read_line()  # never answer
+
+    with ScriptedServer(script) as scripted:
+        output = run_python(
+            """
+            import asyncio, os, signal, sys, threading
+            import anysmtp
+            async def cell():
+                # A running loop in this thread (as in Jupyter): the portal
+                # runs the call.
+                server = anysmtp.SMTP(sys.argv[1], int(sys.argv[2]))
+                threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+                try:
+                    server.noop()
+                except KeyboardInterrupt:
+                    print("interrupted")
+                print(server.sock is None)
+            asyncio.new_event_loop().run_until_complete(cell())
+            """,
+            scripted.host,
+            str(scripted.port),
+            timeout=20,
+        )
+    assert output.split() == ["interrupted", "True"]
+
+
+def test_threads_run_their_calls_side_by_side(smtpd: AiosmtpdServer) -> None:
+    import gc
+    import threading
+
+    errors: list[BaseException] = []
+
+    def sender(index: int) -> None:
+        try:
+            with anysmtp.SMTP(smtpd.host, smtpd.port) as server:
+                for number in range(3):
+                    server.sendmail(
+                        f"t{index}@example.com", ["b@example.com"], b"n%d" % number
+                    )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert errors == []
+    assert len(smtpd.messages) == 24
+    # Each thread's loop was closed with the thread: no "unclosed event loop"
+    # warning (warnings are errors here).
+    gc.collect()
