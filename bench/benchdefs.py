@@ -38,7 +38,8 @@ SCENARIOS: Final[dict[str, str]] = {
     "big-file": "one 25 MiB message given as an open binary file (fresh process)",
     "connect": "connect + EHLO + QUIT, repeated",
     "noop": "NOOP round trips on one connection",
-    "hop": "the sync facade's portal hop: facade noop() minus async noop()",
+    "hop": "the sync facade's cost per call: facade noop() minus async noop(), "
+    "in the calling thread and through the portal",
     "pool": (
         "10,000 messages through the pool with 20 connections (anysmtp's pools "
         "and send_many; smtplib with 20 threads; aiosmtplib with 20 clients)"

@@ -10,6 +10,7 @@ smtp-sink on ``--port``, and prints one JSON line on stdout:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -455,7 +456,10 @@ def noop(client: str, port: int, params: Params) -> Metrics:
 
 def hop(client: str, port: int, params: Params) -> Metrics:
     """The facade's ``noop()`` against ``AsyncSMTP.noop()`` on asyncio, in
-    alternating blocks in this one process; the difference is the portal hop."""
+    alternating blocks in this one process: the difference is the facade's cost
+    per call, in the calling thread (``hop_us``) and through the portal
+    (``portal_hop_us``: the facade called where an event loop runs, as in
+    Jupyter, so each call is handed to the portal thread and back)."""
     if client != "anysmtp-sync":
         raise ValueError("the portal hop is measured for anysmtp-sync only")
     calls = params.hop_calls
@@ -474,18 +478,32 @@ def hop(client: str, port: int, params: Params) -> Metrics:
         await async_client.quit()
         return {"per_call": per_call}
 
+    async def portal_block() -> float:
+        # Made and used where a loop runs: the connection lives in the portal.
+        portal_client = sync_factory(client, port)()
+        portal_client.ehlo()
+        sync_noops(portal_client, warmup)
+        per_call = sync_noops(portal_client, calls)
+        portal_client.quit()
+        return per_call
+
     facade: list[float] = []
     direct: list[float] = []
+    portal: list[float] = []
     for _ in range(params.hop_blocks):
         facade.append(sync_noops(sync_client, calls))
         direct.append(run_async("anysmtp-asyncio", async_block)["per_call"])
+        portal.append(asyncio.run(portal_block()))
     sync_client.quit()
     facade_us = statistics.median(facade) * 1e6
     direct_us = statistics.median(direct) * 1e6
+    portal_us = statistics.median(portal) * 1e6
     return {
         "facade_us": facade_us,
         "async_us": direct_us,
+        "portal_us": portal_us,
         "hop_us": facade_us - direct_us,
+        "portal_hop_us": portal_us - direct_us,
     }
 
 
