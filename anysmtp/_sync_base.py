@@ -12,6 +12,7 @@ import inspect
 import os
 import socket
 import ssl
+import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from smtplib import LMTP_PORT
@@ -155,6 +156,9 @@ class SyncClient(metaclass=_FacadeMeta):
         self._portal = portal
         self._pid = os.getpid()
         self._async = client
+        # Threads sharing one object take turns, as they did when every call
+        # went through the one portal loop.
+        self._call_lock = threading.Lock()
         client._audit_object = self
         # smtplib's TLS defaults: no upgrade on its own, an unverified context
         # when none is given.
@@ -216,7 +220,8 @@ class SyncClient(metaclass=_FacadeMeta):
             # The common case: the calling thread runs the coroutine on its
             # own loop, with no hand-off.  Bridged hooks run in worker threads
             # that call back in: they need the one loop of the portal.
-            return run_here(func, self._async.close)
+            with self._call_lock:
+                return run_here(func, self._async.close)
         portal: Portal = self._portal if self._portal is not None else get_portal()
         return run_in_portal(portal, func, self._async.close)
 

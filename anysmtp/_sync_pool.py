@@ -3,7 +3,8 @@
 It holds an :class:`AsyncSMTPPool` and runs each call in the portal the sync
 facade uses (one event loop thread for the process), so its connections live
 in that loop.  :meth:`SMTPPool.connection` lends an :class:`anysmtp.SMTP` that
-drives the pooled connection through the same portal.
+drives the pooled connection (like any facade object: in the calling thread
+when no loop runs there, else through the portal).
 """
 
 from __future__ import annotations

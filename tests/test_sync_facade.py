@@ -349,3 +349,30 @@ def test_threads_run_their_calls_side_by_side(smtpd: AiosmtpdServer) -> None:
     # Each thread's loop was closed with the thread: no "unclosed event loop"
     # warning (warnings are errors here).
     gc.collect()
+
+
+def test_threads_sharing_one_object_take_turns(smtpd: AiosmtpdServer) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    with anysmtp.SMTP(smtpd.host, smtpd.port) as shared:
+
+        def sender(index: int) -> None:
+            try:
+                for number in range(5):
+                    refused = shared.sendmail(
+                        f"t{index}@example.com", ["b@example.com"], b"n%d" % number
+                    )
+                    assert refused == {}
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sender, args=(index,)) for index in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+    assert errors == []
+    assert sorted(m.mail_from for m in smtpd.messages) == sorted(
+        f"t{index}@example.com" for index in range(4) for _ in range(5)
+    )
