@@ -150,9 +150,10 @@ class SendResult:
 
 
 class _PooledSMTP(AsyncSMTP):
-    """The client the pool uses: it counts the transactions that got their
-    final reply (for ``max_messages_per_connection`` and LIMITS MAILMAX), through
-    a connection lent by :meth:`AsyncSMTPPool.connection` too."""
+    """The client the pool uses: it counts the transactions (for
+    ``max_messages_per_connection`` and LIMITS MAILMAX): those that got their
+    final reply, through a connection lent by :meth:`AsyncSMTPPool.connection`
+    too, and the pool's own that did not."""
 
     _pool_final_reply: SMTPResponse | None = None
     _pool_transactions: int = 0
@@ -377,9 +378,10 @@ class AsyncSMTPPool:
 
     Connections are opened when needed (up to ``max_size`` at once), reused
     most recently used first, checked before reuse, and closed with QUIT when
-    they were idle for ``idle_timeout`` seconds, sent
-    ``max_messages_per_connection`` messages (or the server's LIMITS MAILMAX),
-    or the pool closes.  A 421 reply (the server is busy, or has too many
+    they sent ``max_messages_per_connection`` messages (or the server's LIMITS
+    MAILMAX), when the pool closes, or, once idle for ``idle_timeout``
+    seconds, the next time a connection is asked for (the pool runs no task of
+    its own between calls).  A 421 reply (the server is busy, or has too many
     connections) shrinks the pool to the connections the server accepts and
     pauses new connections for ``reconnect_backoff`` seconds (doubling each
     time, at most a minute); the pool grows back by one connection every 30
@@ -394,8 +396,8 @@ class AsyncSMTPPool:
     :param max_size: the most connections open at once.
     :param max_messages_per_connection: retire a connection after this many
         messages; ``None``: no limit of our own.
-    :param idle_timeout: close connections unused for this many seconds;
-        ``None`` keeps them open.
+    :param idle_timeout: close connections unused for this many seconds (when
+        a connection is next asked for); ``None`` keeps them open.
     :param health_check: what to do with a connection idle for at least
         ``health_check_after`` seconds before lending it: ``"noop"`` sends NOOP
         (and opens another connection if that fails), ``"reconnect"`` replaces
@@ -459,6 +461,8 @@ class AsyncSMTPPool:
         self._pause_until = -math.inf
         self._busy_streak = 0
         self._shrunk_at = -math.inf
+        #: Set by :meth:`aclose`: wakes tasks in the pause after a 421.
+        self._closing: anyio.Event | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._connections)} open"
@@ -605,7 +609,10 @@ class AsyncSMTPPool:
         """Connect, say EHLO (STARTTLS and AUTH as configured)."""
         delay = self._pause_until - anyio.current_time()
         if delay > 0:
-            await anyio.sleep(delay)
+            if self._closing is None:
+                self._closing = anyio.Event()
+            with anyio.move_on_after(delay):
+                await self._closing.wait()  # aclose() ends the pause
         self._check_open()
         client = self._new_client()
         try:
@@ -626,6 +633,11 @@ class AsyncSMTPPool:
             server_mail_limit=_server_mail_limit(client),
         )
         self._connections.add(conn)
+        if len(self._connections) > self._limit:
+            # Opened while others of the same burst were refused: the server
+            # takes at least this many.
+            self._limit = min(self.max_size, len(self._connections))
+            self._get_limiter().total_tokens = self._limit
         return conn
 
     async def _hello(self, client: AsyncSMTP) -> None:
@@ -645,11 +657,15 @@ class AsyncSMTPPool:
         """A 421: keep only the connections the server accepts, and pause."""
         if self._closed:
             return
+        now = anyio.current_time()
+        if now < self._pause_until:
+            # Another refusal of the same burst (connections opened together,
+            # refused together): the pause and the shrinking are done.
+            return
         others = len(self._connections - {conn}) if conn else len(self._connections)
         self._limit = max(1, min(self._limit, others))
         self._get_limiter().total_tokens = self._limit
         self._busy_streak += 1
-        now = anyio.current_time()
         pause = self.reconnect_backoff * 2 ** (self._busy_streak - 1)
         self._pause_until = now + min(MAX_RECONNECT_BACKOFF, pause)
         self._shrunk_at = now
@@ -747,6 +763,8 @@ class AsyncSMTPPool:
             return
         self._closed = True
         self._close_done = anyio.Event()
+        if self._closing is not None:
+            self._closing.set()
         if self._limiter is not None:
             # Wake whoever waits for a connection: they find the pool closed.
             self._limiter.total_tokens = math.inf
@@ -862,6 +880,10 @@ class AsyncSMTPPool:
                         # good as lost.
                         raise SMTPFinalReplyLostError(str(exc)) from exc
                     if 421 in _reply_codes(exc):
+                        # The server is closing this session (the client
+                        # closes after a 421 to MAIL, RCPT or the message,
+                        # not to DATA itself): never pool it again.
+                        client.close()
                         self._server_busy(conn)
                     elif (
                         isinstance(exc, SMTPDataError)
@@ -892,6 +914,10 @@ class AsyncSMTPPool:
                 )
             raise _Interrupted
         finally:
+            if client._pool_transactions == transactions:
+                # No final reply, but MAIL may have gone out: servers count MAIL
+                # commands against LIMITS MAILMAX (RFC 9422), so count it too.
+                client._pool_transactions += 1
             await self._release(conn, discard=not client.is_connected)
 
     async def send_many(

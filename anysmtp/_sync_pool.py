@@ -9,11 +9,12 @@ when no loop runs there, else through the portal).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import email.message
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import Final, TypeVar, Unpack
 
 from anyio.from_thread import BlockingPortal
 
@@ -28,13 +29,16 @@ from ._pool import (
     SendResult,
     _Connection,
 )
-from ._portal import Portal, get_portal, run_in_portal
+from ._portal import LoopPortal, Portal, get_portal, run_in_portal
 from ._response import SMTPResponse
 from ._sync import SMTP
 
 __all__ = ["SMTPPool"]
 
 T = TypeVar("T")
+
+#: Seconds for the QUITs after the grace period of an interrupted send_many.
+_QUIT_TIME: Final = 10.0
 
 
 def _nothing() -> None:
@@ -109,6 +113,29 @@ class SMTPPool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _run_to_the_end(
+        self, func: Callable[[], Awaitable[T]], *, grace: float | None
+    ) -> T:
+        """:meth:`_run`, but Ctrl-C waits (``grace`` seconds, and a little for
+        the QUITs) for the cancelled coroutine to finish: the transactions in
+        flight end, and ``progress`` hears of them, before the caller's
+        ``except`` runs.  A second Ctrl-C stops waiting."""
+        portal = self._portal if self._portal is not None else get_portal()
+        if not isinstance(portal, LoopPortal):
+            return run_in_portal(portal, func, _nothing)
+        future = portal.submit(func)
+        try:
+            return future.result()
+        except BaseException:
+            if future.done():
+                raise
+            portal.cancel(future)
+            with contextlib.suppress(BaseException):
+                concurrent.futures.wait(
+                    [future], timeout=None if grace is None else grace + _QUIT_TIME
+                )
+            raise
 
     def _run(self, func: Callable[[], Awaitable[T]]) -> T:
         portal: Portal = self._portal if self._portal is not None else get_portal()
@@ -239,7 +266,7 @@ class SMTPPool:
             after an interruption.
         :returns: one result per message, in input order.
         """
-        return self._run(
+        return self._run_to_the_end(
             lambda: self._pool.send_many(
                 messages,
                 concurrency=concurrency,
@@ -248,7 +275,8 @@ class SMTPPool:
                 retry_ambiguous=retry_ambiguous,
                 progress=progress,
                 cancel_grace=cancel_grace,
-            )
+            ),
+            grace=cancel_grace,
         )
 
     def close(self, *, grace: float | None = 10.0) -> None:

@@ -1390,3 +1390,72 @@ def test_sync_pool_reports_failures_like_the_async_one() -> None:
         )
     assert [(r.status, r.attempts) for r in results] == [("failed", 1), ("sent", 2)]
     assert mailer.delivered() == ["m1"]
+
+
+# Found in review -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extensions", [(b"8BITMIME",), (b"PIPELINING", b"8BITMIME")])
+async def test_a_421_to_data_is_never_pooled(extensions: tuple[bytes, ...]) -> None:
+    mailer = Mailer(Plan(data=b"421 4.3.2 shutting down"), extensions=extensions)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_size=1) as pool:
+            with pytest.raises(anysmtp.SMTPDataError) as caught:
+                await pool.send(message("first"))
+            assert caught.value.smtp_code == 421
+            assert (pool.size, pool.idle) == (0, 0)
+            assert await pool.send(message("second")) == ({}, "2.0.0 queued")
+    assert mailer.delivered() == ["second"]
+    assert server.connections == 2
+
+
+async def test_aclose_ends_the_pause_after_a_421() -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer, capacity=0) as server:
+        pool = pool_for(server, reconnect_backoff=30.0)
+        with pytest.raises(anysmtp.SMTPConnectError):
+            await pool.send(message("refused"))
+        server.capacity = None
+        outcome: list[BaseException] = []
+
+        async def sender() -> None:
+            try:
+                await pool.send(message("paused"))
+            except Exception as exc:
+                outcome.append(exc)
+
+        with anyio.fail_after(10):  # not the 30 s pause
+            async with anyio.create_task_group() as group:
+                group.start_soon(sender)
+                await anyio.sleep(0.2)
+                await pool.aclose(grace=5)
+        assert [type(exc) for exc in outcome] == [anysmtp.SMTPPoolClosedError]
+    assert mailer.delivered() == []
+
+
+async def test_a_burst_of_421_greetings_is_one_event() -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer, capacity=2) as server:
+        async with pool_for(server, max_size=8, reconnect_backoff=0.2) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(8)], backoff=no_backoff
+            )
+            # The server takes two connections: the pool keeps two.
+            assert pool.effective_max_size == 2
+    assert [result.status for result in results] == ["sent"] * 8
+    assert sorted(mailer.delivered()) == sorted(f"m{index}" for index in range(8))
+
+
+async def test_refused_envelopes_count_toward_mailmax() -> None:
+    grey = {"bob@example.com": b"450 4.2.1 greylisted"}
+    mailer = Mailer(
+        Plan(rcpt=grey),
+        Plan(rcpt=grey),
+        Plan(rcpt=grey),
+        extensions=(b"PIPELINING", b"LIMITS MAILMAX=2"),
+    )
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            [result] = await pool.send_many([message("m")], backoff=no_backoff)
+    assert (result.status, result.attempts) == ("sent", 4)
+    assert all(session.count("MAIL") <= 2 for session in mailer.sessions())
