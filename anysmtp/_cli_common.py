@@ -53,7 +53,9 @@ def parse_server(text: str) -> tuple[str, int]:
         raise CliError(ExitCode.USAGE, f"no host in {text!r}")
     if not port_text:
         return host, 0
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not (
+        0 < int(port_text) < 65536
+    ):
         raise CliError(ExitCode.USAGE, f"not a port number: {port_text!r}")
     return host, int(port_text)
 
@@ -74,7 +76,7 @@ def _positive_float(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     return int(text)
 
@@ -227,7 +229,9 @@ def connection_options(args: argparse.Namespace, server: str) -> ConnectionOptio
                 ExitCode.USAGE, f"--cafile: not a PEM CA file: {args.cafile} ({exc})"
             ) from None
     if args.ehlo_name is not None and (
-        not args.ehlo_name or any(ch.isspace() or ord(ch) < 32 for ch in args.ehlo_name)
+        not args.ehlo_name
+        or not args.ehlo_name.isascii()
+        or any(ch.isspace() or ord(ch) < 32 for ch in args.ehlo_name)
     ):
         raise CliError(
             ExitCode.USAGE, f"--ehlo-name: not a host name: {args.ehlo_name!r}"

@@ -106,7 +106,11 @@ def _network_error(exc: BaseException, where: str, connecting: bool) -> CliError
             f"{exc.verify_message or exc.reason} (--cafile trusts a private CA)",
         )
     if isinstance(exc, SMTPTLSError):
-        return CliError(status, f"TLS with {where} failed: {exc}")
+        return CliError(
+            status,
+            f"TLS with {where} failed: {exc} (here: --tls speaks TLS at once, "
+            "--starttls upgrades a plain connection)",
+        )
     if isinstance(exc, ssl.SSLError):
         return CliError(status, f"TLS with {where} failed: {exc.reason or exc}")
     if isinstance(exc, SMTPConnectTimeoutError):

@@ -66,6 +66,14 @@ class Outgoing:
         composed message gets its own ``To`` and ``Message-ID``), or the ready
         message unchanged."""
         if self.message is None:
+            if (self.sender + recipient.address).isascii():
+                # Only an international address needs SMTPUTF8 (and the
+                # 8BITMIME that comes with it): not every copy of the list.
+                return self.data, tuple(
+                    each
+                    for each in self.mail_options
+                    if each.upper() not in ("SMTPUTF8", "BODY=8BITMIME")
+                )
             return self.data, self.mail_options
         message = self.message
         _set_header(message, "To", recipient.display)
@@ -226,13 +234,13 @@ def _compose(
         message["Date"] = email.utils.formatdate(localtime=True)
         # Given a domain, make_msgid does not look up this machine's name.
         message["Message-ID"] = email.utils.make_msgid(domain=domain)
-        replaced: set[str] = set()
-        for name, value in _headers(args.header):
-            if name.lower() not in replaced:
-                # --header replaces what the other options set, once per name.
-                replaced.add(name.lower())
-                del message[name]
-            message[name] = value
+        headers = _headers(args.header)
+        if any(name.lower() == "content-transfer-encoding" for name, _ in headers):
+            raise ValueError(
+                "Content-Transfer-Encoding is chosen for the body; it cannot be set"
+            )
+        # Content-* headers go on after the body, which sets its own.
+        _apply_headers(message, [each for each in headers if not _is_content(each[0])])
     except (ValueError, TypeError, IndexError) as exc:
         raise CliError(ExitCode.USAGE, f"invalid header: {exc}") from None
     hint = " (send it with --attach instead)"
@@ -251,8 +259,31 @@ def _compose(
     for path in args.attach:
         data = _read_bytes(path, "--attach")
         maintype, subtype = _attachment_type(path)
-        message.add_attachment(data, maintype, subtype, filename=os.path.basename(path))
+        # A file name that is not valid UTF-8 (lone surrogates) cannot be
+        # written into the message as it is.
+        filename = os.path.basename(path).encode("utf-8", "surrogateescape")
+        message.add_attachment(
+            data, maintype, subtype, filename=filename.decode("utf-8", "replace")
+        )
+    try:
+        _apply_headers(message, [each for each in headers if _is_content(each[0])])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CliError(ExitCode.USAGE, f"invalid header: {exc}") from None
     return message, domain
+
+
+def _is_content(name: str) -> bool:
+    return name.lower().startswith("content-")
+
+
+def _apply_headers(message: EmailMessage, headers: list[tuple[str, str]]) -> None:
+    """``--header`` replaces what the other options set, once per name."""
+    replaced: set[str] = set()
+    for name, value in headers:
+        if name.lower() not in replaced:
+            replaced.add(name.lower())
+            del message[name]
+        message[name] = value
 
 
 def _check_text(args: argparse.Namespace) -> None:
@@ -385,18 +416,45 @@ def _ready_message(
         raise CliError(
             ExitCode.USAGE, f"--eml: {path} has no From or Sender address: give --from"
         )
-    if not prepared.recipients or not all(prepared.recipients):
+    # An empty group ("To: undisclosed-recipients:;") gives an empty address.
+    recipients = [each for each in prepared.recipients if each]
+    if not recipients:
         raise CliError(
             ExitCode.USAGE,
             f"--eml: no recipient in the headers of {path}: give --to or --to-file",
         )
-    has_bcc = "Bcc" in message or "Resent-Bcc" in message
     return Outgoing(
         sender=prepared.sender,
-        recipients=prepared.recipients,
-        # Byte for byte, unless Bcc headers must be taken out.
-        data=prepared.data if has_bcc else raw,
+        recipients=recipients,
+        # Byte for byte: only Bcc and Resent-Bcc fields are cut out.
+        data=_without_bcc(raw),
         mail_options=prepared.mail_options,
         message=None,
         domain="localhost",
     )
+
+
+def _without_bcc(raw: bytes) -> bytes:
+    """``raw`` without its ``Bcc:`` and ``Resent-Bcc:`` fields (and their
+    continuation lines), every other byte as it was: a re-generated message
+    would re-encode and re-fold headers a DKIM signature may cover."""
+    # The header block ends with the line ending before the empty line.
+    end = raw.find(b"\r\n\r\n")
+    end = end + 2 if end >= 0 else -1
+    end_lf = raw.find(b"\n\n")
+    if end < 0 or (0 <= end_lf < end - 1):
+        end = end_lf + 1 if end_lf >= 0 else -1
+    head, body = (raw, b"") if end < 0 else (raw[:end], raw[end:])
+    lines = head.splitlines(keepends=True)
+    kept: list[bytes] = []
+    skipping = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().lower()
+        skipping = name in (b"bcc", b"resent-bcc")
+        if not skipping:
+            kept.append(line)
+    return b"".join(kept) + body

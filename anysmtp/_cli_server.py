@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import mailbox
+import os
 import signal
 import socket
 import sys
@@ -42,7 +43,7 @@ exit status:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) < 65536:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     return int(text)
 
@@ -96,14 +97,18 @@ class _Handler:
         data: bytes = envelope.original_content or b""
         sender = str(envelope.mail_from)
         recipients = [str(each) for each in envelope.rcpt_tos]
-        self.count += 1
+        self.count += 1  # taken back below if the message cannot be saved
         # Maildir files and terminals both use LF line endings.
         text = data.replace(b"\r\n", b"\n")
         if self.maildir is not None:
             envelope_lines = (
                 f"Return-Path: <{sender}>\nX-Envelope-To: {', '.join(recipients)}\n"
             ).encode("utf-8", "surrogateescape")
-            key = self.maildir.add(envelope_lines + text)
+            try:
+                key = self.maildir.add(envelope_lines + text)
+            except OSError as exc:
+                self.count -= 1
+                return f"451 4.3.0 cannot save the message: {exc.strerror or exc}"
             self._write(
                 f"saved message {self.count} as {key}: from {sender} to "
                 f"{', '.join(recipients)} ({len(data)} bytes)\n".encode()
@@ -197,7 +202,13 @@ def run(args: argparse.Namespace) -> int:
     maildir = None
     if args.maildir is not None:
         try:
-            maildir = mailbox.Maildir(args.maildir, create=True)
+            if os.path.exists(args.maildir) and not os.path.isdir(args.maildir):
+                raise NotADirectoryError(20, "not a directory")
+            # mailbox.Maildir makes tmp/new/cur only for a path that does not
+            # exist yet: an existing empty directory (mkdir mail) needs them.
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(args.maildir, sub), exist_ok=True)
+            maildir = mailbox.Maildir(args.maildir, create=False)
         except OSError as exc:
             raise CliError(
                 ExitCode.USAGE,

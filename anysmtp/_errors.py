@@ -78,6 +78,12 @@ class SMTPTLSError(SMTPException, ssl.SSLError):
     :exc:`ssl.SSLCertVerificationError`, unchanged.
     """
 
+    def __str__(self) -> str:
+        # ssl.SSLError shows a lone message as a tuple: ('...',).
+        if len(self.args) == 1 and isinstance(self.args[0], str):
+            return self.args[0]
+        return super().__str__()
+
 
 class SMTPMessageTooLarge(SMTPSenderRefused):
     """The message is larger than the server's SIZE limit; nothing was sent.

@@ -1159,3 +1159,129 @@ def test_server_without_aiosmtpd_says_how_to_install_it() -> None:
     assert result.stderr == (
         "anysmtp: anysmtp server needs aiosmtpd: pip install 'anysmtp[server]'\n"
     )
+
+
+# Found in review -------------------------------------------------------------------
+
+
+def test_server_saves_into_an_existing_empty_maildir(tmp_path: Path) -> None:
+    maildir = tmp_path / "mail"
+    maildir.mkdir()  # as after `mkdir mail`
+    process, port = start_server("--maildir", str(maildir))
+    try:
+        with anysmtp.SMTP("127.0.0.1", port) as client:
+            client.sendmail(
+                "a@example.com", ["b@example.com"], b"Subject: s\r\n\r\nx\r\n"
+            )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    (saved,) = mailbox.Maildir(maildir, create=False)
+    assert saved["Subject"] == "s"
+    assert b"stopped (1 message)" in stderr
+
+
+def test_server_refuses_a_maildir_that_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "a-file"
+    path.write_text("x")
+    result = run_cli("server", "--port", "0", "--maildir", str(path))
+    assert result.status == 2
+    assert result.stderr.startswith("anysmtp: --maildir: cannot use ")
+
+
+def test_eml_bcc_only_message_is_sent_byte_for_byte(
+    smtpd: AiosmtpdServer, tmp_path: Path
+) -> None:
+    subject = b"Subject: =?iso-8859-1?q?caf=E9?= and a quite long subject that goes on"
+    raw = (
+        b"From: a@example.com\r\nTo: undisclosed-recipients:;\r\n"
+        b"Bcc: hidden@example.com,\r\n other@example.com\r\n"
+        + subject
+        + b"\r\n\r\nbody\r\n"
+    )
+    path = tmp_path / "bcc.eml"
+    path.write_bytes(raw)
+    result = run_cli("send", "--server", server_arg(smtpd), "--eml", str(path))
+    assert result.status == 0, result.stderr
+    [received] = smtpd.messages
+    assert received.rcpt_tos == ["hidden@example.com", "other@example.com"]
+    # Every byte but the Bcc field (and its continuation line).
+    assert received.data == (
+        b"From: a@example.com\r\nTo: undisclosed-recipients:;\r\n"
+        + subject
+        + b"\r\n\r\nbody\r\n"
+    )
+
+
+def test_eml_to_a_list_with_one_international_address(tmp_path: Path) -> None:
+    # A server without SMTPUTF8: only the international copy fails.
+    with AiosmtpdServer() as server:
+        eml = tmp_path / "m.eml"
+        eml.write_bytes(b"From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n")
+        recipients = tmp_path / "to.txt"
+        write_recipients(recipients, ["jörg@exämple.de", "ok@example.com"])
+        result = run_cli(
+            "send",
+            "--server",
+            server_arg(server),
+            "--eml",
+            str(eml),
+            "--to-file",
+            str(recipients),
+        )
+        assert result.status == 6, result.stderr
+        assert "sent 1 of 2 messages" in result.stdout
+        assert [message.rcpt_tos for message in server.messages] == [["ok@example.com"]]
+
+
+def test_content_headers_from_the_command_line() -> None:
+    result = run_cli(
+        *send_args(
+            "localhost",
+            "--header",
+            "Content-Type: text/html; charset=utf-8",
+            "--header",
+            "Content-Language: de",
+            "--dry-run",
+        )
+    )
+    assert result.status == 0, result.stderr
+    message = parse(result.raw_stdout)
+    assert message.get_content_type() == "text/html"
+    assert message.get_content_charset() == "utf-8"
+    assert message["Content-Language"] == "de"
+    refused = run_cli(
+        *send_args("localhost", "--header", "Content-Transfer-Encoding: 8bit")
+    )
+    assert refused.status == 2
+    assert "Content-Transfer-Encoding" in refused.stderr
+
+
+def test_more_usage_errors_are_one_line(tmp_path: Path) -> None:
+    for args in (
+        send_args("localhost", "--ehlo-name", "exämple", "--dry-run"),
+        send_args("localhost:²"),
+        ["probe", "localhost:³"],
+    ):
+        result = run_cli(*args)
+        assert result.status == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_attachment_name_that_is_not_utf8(tmp_path: Path) -> None:
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/\xff.txt"))
+    path.write_bytes(b"hi")
+    result = run_cli(*send_args("localhost", "--attach", str(path), "--dry-run"))
+    assert result.status == 0, result.stderr
+    [part] = [p for p in parse(result.raw_stdout).walk() if p.get_filename()]
+    assert part.get_filename() == "\ufffd.txt"
+    assert part.get_payload(decode=True) == b"hi"
+
+
+def test_tls_to_a_plain_server_says_what_to_do(smtpd: AiosmtpdServer) -> None:
+    result = run_cli(*send_args(server_arg(smtpd), "--tls", "--timeout", "5"))
+    assert result.status == 3
+    assert "('" not in result.stderr
+    assert "--starttls" in result.stderr
