@@ -180,8 +180,7 @@ class SMTPPool:
         :raises OSError: connecting failed.
         :raises SMTPConnectError: the server's greeting was not 220.
         """
-        pool = self._pool
-        conn = self._run(pool._acquire)
+        conn = self._acquire()
         facade = _lend(conn, self._portal)
         try:
             yield facade
@@ -196,7 +195,50 @@ class SMTPPool:
         # pooled connection, which may be lent to someone else next.
         facade._attach(self._portal, AsyncSMTP())
         client._audit_object = client
-        self._run(lambda: self._pool._release(conn, discard=discard))
+        # Even under Ctrl-C: a connection never taken back is a token lost.
+        self._run_to_completion(lambda: self._pool._release(conn, discard=discard))
+
+    def _acquire(self) -> _Connection:
+        """A connection from the pool; Ctrl-C while waiting for it gives back
+        whatever the cancelled request got."""
+        portal = self._portal if self._portal is not None else get_portal()
+        if not isinstance(portal, LoopPortal):
+            return run_in_portal(portal, self._pool._acquire, _nothing)
+        future = portal.submit(self._pool._acquire)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                portal.cancel(future)
+                with contextlib.suppress(BaseException):
+                    concurrent.futures.wait([future])
+            if future.done() and not future.cancelled() and not future.exception():
+                conn = future.result()
+                self._run_to_completion(lambda: self._pool._release(conn, discard=True))
+            raise
+
+    def _run_to_completion(self, func: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`_run`, but Ctrl-C does not cancel ``func``: it runs to its end
+        and the interruption is raised after."""
+        portal = self._portal if self._portal is not None else get_portal()
+        if not isinstance(portal, LoopPortal):
+            return run_in_portal(portal, func, _nothing)
+        future = portal.submit(func)
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                result = future.result()
+            except BaseException as exc:
+                if not future.done():
+                    interrupted = exc
+                    continue
+                if interrupted is not None:
+                    raise interrupted from exc
+                raise
+            break
+        if interrupted is not None:
+            raise interrupted
+        return result
 
     def send(
         self,

@@ -1459,3 +1459,50 @@ async def test_refused_envelopes_count_toward_mailmax() -> None:
             [result] = await pool.send_many([message("m")], backoff=no_backoff)
     assert (result.status, result.attempts) == ("sent", 4)
     assert all(session.count("MAIL") <= 2 for session in mailer.sessions())
+
+
+@pytest.mark.subprocess
+def test_sync_ctrl_c_while_waiting_for_a_connection_loses_no_token(
+    smtpd: AiosmtpdServer,
+) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    source = """
+        import os, signal, sys, threading
+        import anysmtp
+        pool = anysmtp.SMTPPool(sys.argv[1], int(sys.argv[2]), max_size=1,
+                                start_tls=False)
+        taken = threading.Event()
+        release = threading.Event()
+        def holder():
+            with pool.connection():
+                taken.set()
+                release.wait(10)
+        thread = threading.Thread(target=holder)
+        thread.start()
+        taken.wait(10)
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            with pool.connection():
+                print("got a connection while it was taken")
+        except KeyboardInterrupt:
+            print("interrupted")
+        release.set()
+        thread.join(10)
+        # The one token is back: the pool lends its connection again.
+        with pool.connection() as smtp:
+            print(smtp.noop()[0])
+        print(pool.size)
+        pool.close()
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), smtpd.host, str(smtpd.port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["interrupted", "250", "1"]
