@@ -1501,12 +1501,6 @@ class AsyncSMTP:
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         if not recipients:
             raise SMTPNoRecipientsError()
-        # A half-sent transaction helps nobody: check every address and option
-        # now rather than when its command comes up.
-        for address in (from_addr, *recipients):
-            mail_path(address)
-        for option in (*mail_options, *rcpt_options):
-            check_address(option)
         chunking = self._can_chunk()
         binary = _binary_body(body, mail_options, chunking, self.esmtp_features)
         if binary and not chunking:
@@ -1527,8 +1521,8 @@ class AsyncSMTP:
             ):
                 esmtp_opts.append("BODY=BINARYMIME")
         message: MessageSource = body.data if body.data is not None else msg
-        # The envelope's lines, encoded now: a recipient that cannot be encoded
-        # (non-ASCII without SMTPUTF8) fails before MAIL, not after it.
+        # A half-sent transaction helps nobody: every envelope line is built
+        # (addresses and options checked) and encoded before MAIL goes out.
         envelope = [format_command("mail", self._mail_arguments(from_addr, esmtp_opts))]
         envelope += [
             format_command("rcpt", self._rcpt_arguments(each, rcpt_options))

@@ -32,21 +32,6 @@ DELIVERED = b"Subject: chunked\r\n\r\n.dot line\r\nbody\r\n"
 BDAT_LINE = re.compile(rb"BDAT (\d+)( LAST)?\r\n", re.IGNORECASE)
 
 
-def read_exact(conn: ScriptedConnection, size: int) -> bytes:
-    """Read exactly ``size`` octets (a BDAT chunk) from the client."""
-    # ScriptedConnection reads lines; a chunk is counted octets, so take what
-    # its line buffer already holds first.
-    data = conn._buffer[:size]
-    conn._buffer = conn._buffer[size:]
-    while len(data) < size:
-        chunk = conn.sock.recv(min(size - len(data), 1 << 20))
-        if not chunk:
-            raise AssertionError(f"connection closed in a chunk after {len(data)}")
-        conn._transcript += chunk
-        data += chunk
-    return data
-
-
 @dataclass
 class Server:
     """How the server answers, and what it saw."""
@@ -92,7 +77,7 @@ class Server:
                 assert match is not None, line
                 size, last = int(match[1]), match[2] is not None
                 self.chunk_sizes.append(size)
-                message += read_exact(conn, size)
+                message += conn.read_exactly(size)
                 chunk_number += 1
                 if not mail_line or not recipients:
                     reply = b"503 5.5.1 no valid recipients"

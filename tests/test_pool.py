@@ -93,18 +93,6 @@ class Seen:
         return self.final is not None and self.final.startswith(b"250")
 
 
-def read_chunk(conn: ScriptedConnection, size: int) -> bytes:
-    """A BDAT chunk of ``size`` octets (the client's chunks end with CRLF)."""
-    chunk = b""
-    while len(chunk) < size:
-        line = conn.read_line()
-        if not line:
-            raise AssertionError(f"connection closed in a chunk after {chunk!r}")
-        chunk += line
-    assert len(chunk) == size, "a chunk that does not end a line"
-    return chunk
-
-
 def _address(argument: bytes) -> str:
     return argument.split(b":", 1)[1].split(b">", 1)[0].strip(b" <").decode()
 
@@ -199,7 +187,7 @@ class Mailer:
                     current = None
             elif verb == b"BDAT":
                 size, _, last = argument.partition(b" ")
-                chunk = read_chunk(conn, int(size))
+                chunk = conn.read_exactly(int(size))
                 reply = b"503 5.5.1 no valid recipients"
                 if current is not None and current.recipients:
                     current.data = (current.data or b"") + chunk
