@@ -152,6 +152,8 @@ async def open_unix_socket(path: str | bytes | os.PathLike[str]) -> socket.socke
 
 _CLOSED_WHILE_WAITING = "Connection closed while waiting for the server"
 _BUSY = "Another task is already using this connection"
+#: A timer may run this much before its time (the loop's clock resolution).
+_TIMER_SLACK = 1e-3
 
 
 def _settle(future: asyncio.Future[bool | None], value: bool) -> None:
@@ -170,11 +172,14 @@ class Transport:
     __slots__ = (
         "_buffer",
         "_closed",
+        "_deadline",
         "_loop",
         "_parser",
         "_pending",
         "_sock",
         "_timed_wait",
+        "_timer",
+        "_timer_at",
         "_waiting",
         "operation_scope",
     )
@@ -199,6 +204,12 @@ class Transport:
             self._loop = asyncio.get_running_loop()
         #: That fast path's future while it waits: close() resolves it.
         self._pending: asyncio.Future[bool | None] | None = None
+        #: One timer for all the waits, not one per command: it is set for the
+        #: earliest deadline and, when it fires before the current wait's
+        #: deadline (a later wait moved it), sets itself again for that one.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
 
     @property
     def times_waits_itself(self) -> bool:
@@ -222,6 +233,9 @@ class Transport:
         if self._closed:
             return
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         pending = self._pending
         if pending is not None and self._loop is not None:
             fd = self._sock.fileno()
@@ -239,33 +253,44 @@ class Transport:
         """asyncio's timed wait: the future resolves to True (ready), False (the
         deadline passed) or None (closed); a cancellation cancels it."""
         if self._pending is not None:
-            raise SMTPServerDisconnected(
-                "Another task is already using this connection"
-            )
+            raise SMTPServerDisconnected(_BUSY)
         fd = self._sock.fileno()
         future: asyncio.Future[bool | None] = loop.create_future()
         if readable:
             loop.add_reader(fd, _settle, future, True)
         else:
             loop.add_writer(fd, _settle, future, True)
-        timer = loop.call_at(deadline, _settle, future, False)
+        self._deadline = deadline
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._on_timer)
         self._pending = future
         try:
             ready = await future
         finally:
             self._pending = None
-            timer.cancel()
             if not self._closed:
                 if readable:
                     loop.remove_reader(fd)
                 else:
                     loop.remove_writer(fd)
         if ready is None:
-            raise SMTPServerDisconnected(
-                "Connection closed while waiting for the server"
-            )
+            raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
         if not ready:
             raise TimeoutError
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        pending, loop = self._pending, self._loop
+        if pending is None or pending.done() or loop is None:
+            return  # no wait now: the next one sets the timer again
+        if loop.time() >= self._deadline - _TIMER_SLACK:
+            pending.set_result(False)
+        else:
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self._on_timer)
 
     async def _wait(self, readable: bool, deadline: float | None = None) -> None:
         loop = self._loop
