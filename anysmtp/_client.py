@@ -68,6 +68,7 @@ from ._protocol import (
     addr_only,
     check_address,
     format_command,
+    has_dot_after_lf,
     mail_path,
 )
 from ._response import SMTPResponse
@@ -1020,8 +1021,8 @@ class AsyncSMTP:
         if (
             data is not None
             and DataEncoder.is_canonical(data)
-            and b"\n." not in data
             and not data.startswith(b".")
+            and not has_dot_after_lf(data)
         ):
             # Nothing to change: the message goes as it is, without a copy.
             await self.send(data)

@@ -30,8 +30,10 @@ from anysmtp._protocol import (
     ReplyParser,
     addr_only,
     bCRLF,
+    crlf_only,
     fix_eols,
     format_command,
+    has_dot_after_lf,
     quoteaddr,
 )
 
@@ -1162,3 +1164,76 @@ _ADDRESSISH = st.text(alphabet="ab.@<>\"()[],:;\\ \t-_+é'", max_size=30)
 def test_quoteaddr_and_addr_only_equal_smtplib(address: str) -> None:
     assert quoteaddr(address) == smtplib.quoteaddr(address)
     assert addr_only(address) == _smtplib_addr_only(address)
+
+
+# --------------------------------------------------------------------------
+# The checks that let a large body go without a copy
+# --------------------------------------------------------------------------
+
+
+def counted_crlf_only(body: bytes) -> bool:
+    crlf = body.count(b"\r\n")
+    return body.count(b"\n") == crlf and body.count(b"\r") == crlf
+
+
+@FAST
+@given(body=BODIES, slice_size=st.integers(1, 9))
+def test_one_pass_line_ending_check_equals_counting(
+    body: bytes, slice_size: int
+) -> None:
+    # The large-body check, forced onto small bodies and tiny slices so that a
+    # CR or a CRLF falls on every slice boundary.
+    with (
+        mock.patch("anysmtp._protocol._COUNT_LIMIT", -1),
+        mock.patch("anysmtp._protocol._SCAN_SLICE", slice_size),
+    ):
+        assert crlf_only(body) == counted_crlf_only(body)
+    assert crlf_only(body) == counted_crlf_only(body)
+
+
+@FAST
+@given(body=st.one_of(BODIES, st.text(alphabet="\n.a", max_size=300).map(str.encode)))
+def test_dot_search_equals_substring_search(body: bytes) -> None:
+    # Forced onto small bodies: many have more dots than the search's budget,
+    # so both its ways (dot by dot, then one search for "\n.") are exercised.
+    with mock.patch("anysmtp._protocol._COUNT_LIMIT", -1):
+        assert has_dot_after_lf(body) == (b"\n." in body)
+    assert has_dot_after_lf(body) == (b"\n." in body)
+
+
+_BASE64_LINE = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" * 2
+)[:76] + b"\r\n"
+#: A message past two of the check's slices, mostly base64 lines.
+_LARGE = b"From: a@example.com\r\n\r\n" + _BASE64_LINE * 30_000
+_MIB = 1024 * 1024
+#: Where the first line after the first MiB starts.
+_LINE_AFTER_MIB = _LARGE.index(b"\r\n", _MIB) + 2
+
+
+@pytest.mark.parametrize(
+    ("at", "insert", "canonical", "dot"),
+    [
+        (0, b"", True, False),
+        (_MIB - 1, b"\r", False, False),  # a bare CR at the end of a slice
+        (_MIB, b"\r", False, False),  # ... at the start of the next one
+        (_MIB - 1, b"\r\n", True, False),  # a CRLF across the boundary
+        (2 * _MIB + 3, b"\n", False, False),
+        (len(_LARGE), b"\r", False, False),  # a CR that ends the body
+        (_LINE_AFTER_MIB, b".x\r\n", True, True),  # the one dot of base64
+        (len(_LARGE), b".", True, True),
+    ],
+)
+def test_large_body_checks(at: int, insert: bytes, canonical: bool, dot: bool) -> None:
+    body = _LARGE[:at] + insert + _LARGE[at:]
+    assert crlf_only(body) is canonical
+    assert has_dot_after_lf(body) is dot
+    assert DataEncoder.is_canonical(body) is canonical
+
+
+def test_large_text_with_many_dots_finds_the_dot_line() -> None:
+    # More dots than the budget of the dot-by-dot search: the last line, the
+    # only one that starts with a dot, is still found.
+    body = b"Subject: x\r\n\r\n" + b"a.b.c.d.e.f\r\n" * 200_000
+    assert not has_dot_after_lf(body)
+    assert has_dot_after_lf(body + b".end\r\n")
