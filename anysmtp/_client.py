@@ -1435,14 +1435,19 @@ class AsyncSMTP:
             token = HELD_TRANSACTIONS.set(held | {id(self)})
             try:
                 transport = self._transport
-                if (
-                    total_timeout is None
-                    and transport is not None
-                    and transport.times_waits_itself
-                ):
-                    return await transaction(*args)
-                with self._operation(total_timeout):
-                    return await transaction(*args)
+                if transport is None or not transport.times_waits_itself:
+                    with self._operation(total_timeout):
+                        return await transaction(*args)
+                # asyncio's fast path: each wait times itself, and the reader
+                # stays registered from wait to wait.
+                transport.hold_reader()
+                try:
+                    if total_timeout is None:
+                        return await transaction(*args)
+                    with self._operation(total_timeout):
+                        return await transaction(*args)
+                finally:
+                    transport.release_reader()
             finally:
                 HELD_TRANSACTIONS.reset(token)
 

@@ -26,7 +26,13 @@ import anyio.lowlevel
 import pytest
 
 import anysmtp
-from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
+from tests.servers import (
+    AiosmtpdServer,
+    ScriptedConnection,
+    ScriptedServer,
+    drain,
+    exchange,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -740,3 +746,69 @@ async def test_cancel_during_happy_eyeballs(
                 await smtp.connect()
         assert scope.cancelled_caught
         assert not smtp.is_connected
+
+
+# asyncio's reader ---------------------------------------------------------------
+
+ASYNCIO_BACKENDS = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+]
+
+
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
+async def test_no_reader_stays_in_the_loop_after_a_call(smtpd: AiosmtpdServer) -> None:
+    # On asyncio the reader stays registered through a transaction's waits; a
+    # call that returns (or fails) leaves none behind, or another loop using
+    # the connection later would share its reads with this one.
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    async with anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port) as smtp:
+        assert smtp.sock is not None
+        fd = smtp.sock.fileno()
+        assert await smtp.sendmail("a@example.com", ["b@example.com"], b"one") == {}
+        assert not loop.remove_reader(fd)
+        await smtp.noop()
+        assert not loop.remove_reader(fd)
+        with pytest.raises(anysmtp.SMTPRecipientsRefused):
+            await smtp.sendmail("a@example.com", ["bad@"], b"two")
+        assert not loop.remove_reader(fd)
+        assert await smtp.sendmail("a@example.com", ["c@example.com"], b"three") == {}
+        assert not loop.remove_reader(fd)
+    assert [m.data for m in smtpd.messages] == [b"one\r\n", b"three\r\n"]
+
+
+async def test_a_server_talking_out_of_turn_cannot_fill_our_memory() -> None:
+    # While the body goes out slowly, the server floods replies nobody asked
+    # for.  The client reads at most a little of it: the rest stays in the
+    # socket buffers and the server's sends block.  (Without that bound it
+    # would take in hundreds of MiB in half a second.)
+    flooded: list[int] = []
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"PIPELINING",))
+        conn.expect(b"mail from:")
+        conn.expect(b"rcpt to:")
+        conn.expect(b"data")
+        time.sleep(0.05)  # the client waits for these replies (the reader is on)
+        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        flooded.append(conn.send_endless(b"250 out of turn\r\n" * 4096))
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            await anyio.sleep(0.05)
+            yield b"line\r\n" * 100
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=5
+        ) as smtp:
+            # The first reply after the body counts as the answer to it, as
+            # in smtplib.
+            assert (
+                await smtp.sendmail("a@b.example", ["c@d.example"], slow_body()) == {}
+            )
+            smtp.close()
+    [sent] = flooded
+    assert sent < 64 * 1024 * 1024
