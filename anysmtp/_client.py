@@ -68,7 +68,6 @@ from ._protocol import (
     addr_only,
     check_address,
     format_command,
-    has_dot_after_lf,
     mail_path,
 )
 from ._response import SMTPResponse
@@ -182,7 +181,9 @@ def _binary_body(
     """Whether the message goes as BODY=BINARYMIME (RFC 3030): asked for in
     ``mail_options``, or an in-memory message with NUL bytes (which neither
     7BIT nor 8BITMIME allows) to a server that offers it."""
-    if any(option.upper() == "BODY=BINARYMIME" for option in mail_options):
+    if mail_options and any(
+        option.upper() == "BODY=BINARYMIME" for option in mail_options
+    ):
         return True
     return (
         chunking
@@ -1018,12 +1019,7 @@ class AsyncSMTP:
             # override and the debug output see.
             await self.send(DataEncoder.encode_all(data))
             return
-        if (
-            data is not None
-            and DataEncoder.is_canonical(data)
-            and not data.startswith(b".")
-            and not has_dot_after_lf(data)
-        ):
+        if data is not None and DataEncoder.goes_as_is(data):
             # Nothing to change: the message goes as it is, without a copy.
             await self.send(data)
             await self.send(b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
@@ -1431,7 +1427,14 @@ class AsyncSMTP:
         if lock is None:
             # fast_acquire: an uncontended lock costs no trip through the loop.
             lock = self._transaction_lock = anyio.Lock(fast_acquire=True)
-        async with lock:
+        try:
+            # Free (the common case): taken without acquire()'s cancellation
+            # check, which costs as much again; a cancellation lands at the
+            # transaction's first wait instead.
+            lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await lock.acquire()
+        try:
             token = HELD_TRANSACTIONS.set(held | {id(self)})
             try:
                 transport = self._transport
@@ -1450,6 +1453,8 @@ class AsyncSMTP:
                     transport.release_reader()
             finally:
                 HELD_TRANSACTIONS.reset(token)
+        finally:
+            lock.release()
 
     @contextlib.contextmanager
     def _operation(self, total_timeout: float | None) -> Iterator[None]:

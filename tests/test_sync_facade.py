@@ -376,4 +376,3 @@ def test_threads_sharing_one_object_take_turns(smtpd: AiosmtpdServer) -> None:
     assert sorted(m.mail_from for m in smtpd.messages) == sorted(
         f"t{index}@example.com" for index in range(4) for _ in range(5)
     )
-
