@@ -415,10 +415,38 @@ class Transport:
             raise TimeoutError
 
     async def _wait(self, readable: bool, deadline: float | None = None) -> None:
+        """Wait until the socket is readable (or writable), until ``deadline``
+        (on the clock of the running loop) if given.
+
+        Only a wait that really waits pays for a deadline: on asyncio's fast
+        path the connection's timer; in a transaction on trio, the operation's
+        scope moved to ``deadline``; otherwise a scope of its own.
+
+        :raises TimeoutError: the deadline passed (not in an operation, whose
+            scope is cancelled instead).
+        """
         loop = self._loop
-        if deadline is not None and loop is not None:
+        if deadline is None:
+            await self._wait_ready(readable)
+        elif loop is not None and loop is asyncio._get_running_loop():
             await self._wait_until(loop, readable, deadline)
-            return
+        elif (operation := self.operation_scope) is not None:
+            operation.deadline = deadline
+            try:
+                await self._wait_ready(readable)
+            finally:
+                operation.deadline = math.inf
+        else:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                await self._wait_ready(readable)
+            if scope.cancelled_caught:
+                raise TimeoutError
+
+    async def _wait_ready(self, readable: bool) -> None:
+        if self._reader_on:
+            # The fast path's reader, left by a wait in another mode: anyio
+            # would replace it.
+            self._stop_reading()
         self._waiting = True
         try:
             if readable:
@@ -436,9 +464,16 @@ class Transport:
         finally:
             self._waiting = False
 
+    def _deadline_after(self, timeout: float) -> float:
+        """``timeout`` seconds from now on the running loop's clock."""
+        loop = self._loop
+        if loop is not None and loop is asyncio._get_running_loop():
+            return loop.time() + timeout
+        return anyio.current_time() + timeout
+
     async def _receive(self, deadline: float | None = None) -> None:
         """Read what the socket has into the parser, waiting if it has nothing
-        (until ``deadline`` on asyncio's fast path)."""
+        (until ``deadline``)."""
         sock = self._sock
         while True:
             try:
@@ -474,19 +509,13 @@ class Transport:
                 return await self._next_reply()
             loop = self._loop
             if loop is not None and loop is asyncio._get_running_loop():
-                if isinstance(self._sock, ssl.SSLSocket):
-                    return await self._next_reply(loop.time() + timeout)
-                return await self._read_reply(loop, loop.time() + timeout)
-            scope = self.operation_scope
-            if scope is None:
-                with anyio.fail_after(timeout):
-                    return await self._next_reply()
-            self._timed_wait = ("waiting for the server's reply", timeout)
-            scope.deadline = anyio.current_time() + timeout
-            try:
-                return await self._next_reply()
-            finally:
-                scope.deadline = math.inf
+                deadline = loop.time() + timeout
+                if not isinstance(self._sock, ssl.SSLSocket):
+                    return await self._read_reply(loop, deadline)
+            else:
+                deadline = anyio.current_time() + timeout
+                self._timed_wait = ("waiting for the server's reply", timeout)
+            return await self._next_reply(deadline)
         except TimeoutError:
             self.close()
             raise SMTPReadTimeoutError(
@@ -557,22 +586,11 @@ class Transport:
             return
         view = view[sent:]
         try:
-            scope = self.operation_scope
-            loop = self._loop
-            if timeout is None:
-                await self._send_rest(view)
-            elif loop is not None and loop is asyncio._get_running_loop():
-                await self._send_rest(view, loop.time() + timeout)
-            elif scope is None:
-                with anyio.fail_after(timeout):
-                    await self._send_rest(view)
-            else:
+            deadline = None
+            if timeout is not None:
+                deadline = self._deadline_after(timeout)
                 self._timed_wait = ("sending to the server", timeout)
-                scope.deadline = anyio.current_time() + timeout
-                try:
-                    await self._send_rest(view)
-                finally:
-                    scope.deadline = math.inf
+            await self._send_rest(view, deadline)
         except TimeoutError:
             self.close()
             raise SMTPReadTimeoutError(
