@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 import anyio
+import anyio.lowlevel
 
 from ._auth import (
     PREFERRED_MECHANISMS,
@@ -78,6 +79,7 @@ from ._tls import (
     warn_legacy_arguments,
 )
 from ._transport import Transport, open_tcp_socket, open_unix_socket
+from ._turns import Turns
 
 if TYPE_CHECKING:
     # Any bytes-like object, as typeshed's smtplib.SMTP.send accepts.
@@ -405,7 +407,7 @@ class AsyncSMTP:
         self._data_refusals: SendErrors = {}
         self._last_data_response: SMTPResponse | None = None
         self._final_reply_pending = False
-        self._transaction_lock: anyio.Lock | None = None
+        self._transaction_turns = Turns()
         #: The object reported in audit events (the sync facade sets itself).
         self._audit_object: object = self
 
@@ -1423,17 +1425,11 @@ class AsyncSMTP:
         if id(self) in held:
             with self._operation(total_timeout):
                 return await transaction(*args)
-        lock = self._transaction_lock
-        if lock is None:
-            # fast_acquire: an uncontended lock costs no trip through the loop.
-            lock = self._transaction_lock = anyio.Lock(fast_acquire=True)
-        try:
-            # Free (the common case): taken without acquire()'s cancellation
-            # check, which costs as much again; a cancellation lands at the
-            # transaction's first wait instead.
-            lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await lock.acquire()
+        # A task whose scope is cancelled starts nothing (the transaction's
+        # reads may find every reply waiting and never reach a checkpoint).
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        turns = self._transaction_turns
+        await turns.acquire()
         try:
             token = HELD_TRANSACTIONS.set(held | {id(self)})
             try:
@@ -1454,7 +1450,7 @@ class AsyncSMTP:
             finally:
                 HELD_TRANSACTIONS.reset(token)
         finally:
-            lock.release()
+            turns.release()
 
     @contextlib.contextmanager
     def _operation(self, total_timeout: float | None) -> Iterator[None]:

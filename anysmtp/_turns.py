@@ -1,0 +1,58 @@
+"""Tasks that share one client take turns: a first-come, first-served lock."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio
+
+__all__ = ["Turns"]
+
+
+class Turns:
+    """A lock for the tasks of one event loop, fair (first come, first served).
+
+    Taking it when it is free and giving it back with nobody waiting are an
+    attribute check and an assignment (``anyio.Lock`` looks up the current task
+    for both).  Taking it is no checkpoint when it is free; a waiting task is
+    woken with the lock already its own (a hand-over, so no other task can take
+    it first).
+    """
+
+    __slots__ = ("_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: deque[anyio.Event] = deque()
+
+    @property
+    def held(self) -> bool:
+        """Whether a task holds it."""
+        return self._held
+
+    async def acquire(self) -> None:
+        """Take the lock, waiting for the tasks ahead.
+
+        A task cancelled while it waits leaves its place; one cancelled just as
+        the lock came to it passes the lock on.
+        """
+        if not self._held:
+            self._held = True
+            return
+        turn = anyio.Event()
+        self._waiters.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                self.release()
+            else:
+                self._waiters.remove(turn)
+            raise
+
+    def release(self) -> None:
+        """Give the lock to the next waiting task, or free it."""
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self._held = False

@@ -1,0 +1,173 @@
+"""Tasks sharing one client take turns: the lock's order and cancellations."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import anysmtp
+from anysmtp._turns import Turns
+from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
+
+pytestmark = pytest.mark.anyio
+
+ASYNCIO_BACKENDS = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+]
+
+
+async def test_free_lock_is_taken_without_waiting() -> None:
+    turns = Turns()
+    await turns.acquire()
+    assert turns.held
+    turns.release()
+    assert not turns.held
+
+
+async def test_first_come_first_served() -> None:
+    turns = Turns()
+    order: list[int] = []
+
+    async def take(index: int) -> None:
+        await turns.acquire()
+        order.append(index)
+        await anyio.lowlevel.checkpoint()
+        turns.release()
+
+    await turns.acquire()
+    async with anyio.create_task_group() as group:
+        for index in range(5):
+            group.start_soon(take, index)
+            # Each task queues before the next starts.
+            await anyio.wait_all_tasks_blocked()
+        turns.release()
+    assert order == [0, 1, 2, 3, 4]
+    assert not turns.held
+
+
+async def test_a_cancelled_waiter_leaves_its_place() -> None:
+    turns = Turns()
+    order: list[str] = []
+    doomed = anyio.CancelScope()
+
+    async def take(name: str) -> None:
+        await turns.acquire()
+        order.append(name)
+        turns.release()
+
+    async def cancelled() -> None:
+        with doomed:
+            await turns.acquire()
+        order.append("cancelled")  # reached after the cancellation
+
+    await turns.acquire()
+    async with anyio.create_task_group() as group:
+        group.start_soon(take, "first")
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(cancelled)
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(take, "third")
+        await anyio.wait_all_tasks_blocked()
+        doomed.cancel()
+        await anyio.wait_all_tasks_blocked()
+        turns.release()
+    assert order == ["cancelled", "first", "third"]
+    assert not turns.held
+
+
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
+async def test_a_waiter_cancelled_as_its_turn_comes_passes_it_on() -> None:
+    # asyncio's own cancellation can reach a task after the lock was handed
+    # to it and before it ran: the lock must go on to the next task.
+    turns = Turns()
+    got: list[str] = []
+
+    async def take(name: str) -> None:
+        await turns.acquire()
+        got.append(name)
+        turns.release()
+
+    await turns.acquire()
+    unlucky = asyncio.ensure_future(take("unlucky"))
+    await anyio.wait_all_tasks_blocked()
+    following = asyncio.ensure_future(take("next"))
+    await anyio.wait_all_tasks_blocked()
+    turns.release()  # hands the lock to "unlucky"...
+    unlucky.cancel()  # ...which is cancelled before it runs
+    await following
+    with pytest.raises(asyncio.CancelledError):
+        await unlucky
+    assert got == ["next"]
+    assert not turns.held
+
+
+async def test_a_task_cancelled_waiting_for_a_shared_client() -> None:
+    # Of three tasks sharing a client, the one cancelled while it waits for
+    # its turn sends nothing; the others deliver and the client stays usable.
+    gate = threading.Event()
+
+    def transaction(conn: ScriptedConnection, wait: bool) -> None:
+        conn.expect(b"mail from:")
+        if wait:
+            gate.wait(10)  # "one" holds the client until the test says
+        conn.send(b"250 ok\r\n")
+        conn.expect(b"rcpt to:")
+        conn.send(b"250 ok\r\n")
+        conn.expect(b"data")
+        conn.send(b"354 go\r\n")
+        conn.read_data()
+        conn.send(b"250 queued\r\n")
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        transaction(conn, wait=True)
+        transaction(conn, wait=False)
+        conn.expect(b"noop")
+        conn.send(b"250 still here\r\n")
+        conn.expect(b"quit")
+        conn.send(b"221 bye\r\n")
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, start_tls=False
+        ) as smtp:
+            async with anyio.create_task_group() as group:
+                doomed = anyio.CancelScope()
+
+                async def cancelled() -> None:
+                    with doomed:
+                        await smtp.sendmail("two@b.example", ["x@b.example"], b"2")
+
+                group.start_soon(smtp.sendmail, "one@b.example", ["x@b.example"], b"1")
+                await anyio.wait_all_tasks_blocked()  # "one" waits for its reply
+                group.start_soon(cancelled)
+                await anyio.wait_all_tasks_blocked()
+                group.start_soon(
+                    smtp.sendmail, "three@b.example", ["x@b.example"], b"3"
+                )
+                await anyio.wait_all_tasks_blocked()
+                doomed.cancel()
+                await anyio.wait_all_tasks_blocked()
+                gate.set()
+            assert await smtp.noop() == (250, b"still here")
+    senders = [
+        line for line in bytes(server.transcript).split(b"\r\n") if b"FROM:" in line
+    ]
+    assert senders == [b"mail FROM:<one@b.example>", b"mail FROM:<three@b.example>"]
+
+
+async def test_a_cancelled_task_starts_no_transaction(smtpd: AiosmtpdServer) -> None:
+    # Even when every reply would be waiting (no checkpoint on the way), a task
+    # whose scope is cancelled sends nothing, and the connection is intact.
+    async with anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port) as smtp:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await smtp.sendmail("a@example.com", ["b@example.com"], b"never")
+        assert scope.cancelled_caught
+        assert await smtp.sendmail("c@example.com", ["d@example.com"], b"sent") == {}
+    assert [m.data for m in smtpd.messages] == [b"sent\r\n"]
