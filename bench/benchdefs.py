@@ -23,11 +23,20 @@ CLIENTS: Final[tuple[tuple[str, str, str], ...]] = (
     ("anysmtp-asyncio", "any asyncio", "anysmtp.AsyncSMTP on asyncio"),
     ("anysmtp-uvloop", "any uvloop", "anysmtp.AsyncSMTP on asyncio + uvloop"),
     ("anysmtp-trio", "any trio", "anysmtp.AsyncSMTP on trio"),
+    (
+        "floor-asyncio",
+        "floor asyncio",
+        "floor: the same bytes from a minimal asyncio client (no SMTP library)",
+    ),
 )
 CLIENT_KEYS: Final = tuple(key for key, _, _ in CLIENTS)
 SYNC_CLIENTS: Final = frozenset({"smtplib", "anysmtp-sync"})
 ANYSMTP_CLIENTS: Final = tuple(key for key in CLIENT_KEYS if key.startswith("anysmtp"))
 ANYSMTP_ASYNC_CLIENTS: Final = ("anysmtp-asyncio", "anysmtp-uvloop", "anysmtp-trio")
+#: The reference client (``floor.py``): never a baseline, never in a target.
+FLOOR: Final = "floor-asyncio"
+#: The scenarios the floor takes part in: small messages, one recipient each.
+FLOOR_SCENARIOS: Final = frozenset({"small", "concurrent"})
 
 #: The scenarios each child process can run: key -> description.
 SCENARIOS: Final[dict[str, str]] = {
@@ -54,7 +63,10 @@ def clients_for(scenario: str) -> tuple[str, ...]:
         return ANYSMTP_CLIENTS
     if scenario == "hop":
         return ("anysmtp-sync",)
-    return CLIENT_KEYS
+    if scenario in FLOOR_SCENARIOS:
+        return CLIENT_KEYS
+    # The floor implements nothing but sending the small message.
+    return tuple(key for key in CLIENT_KEYS if key != FLOOR)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -279,20 +279,23 @@ def run_all(
         for client in benchdefs.clients_for(scenario):
             if client in clients:
                 cells[scenario, client] = Cell()
-    preflight = dataclasses.replace(params, noops=5, warmup=1)
+    preflight = dataclasses.replace(params, noops=5, small_messages=5, warmup=1)
     for client in clients:
         mine = [cell for (_, each), cell in cells.items() if each == client]
         if not mine:
             continue
         # A client that cannot even send NOOP (or hangs) would fail or time out
-        # in every scenario: find out once, quickly.
+        # in every scenario: find out once, quickly.  The floor knows no NOOP:
+        # it sends a few small messages instead.
+        check = "noop" if client in benchdefs.clients_for("noop") else "small"
         metrics, error = run_worker(
-            client, "noop", sink.port, cpu, preflight, min(timeout, 30), env
+            client, check, sink.port, cpu, preflight, min(timeout, 30), env
         )
         if metrics is None:
             print(f"pre-flight check failed for {client}: {error}", flush=True)
+            what = "NOOP" if check == "noop" else f"{check!r}"
             for cell in mine:
-                cell.error = f"pre-flight NOOP check failed: {error}"
+                cell.error = f"pre-flight {what} check failed: {error}"
     for repetition in range(params.repetitions):
         for scenario in scenarios:
             pairs = [client for (each, client) in cells if each == scenario]
@@ -484,6 +487,8 @@ def build_table(
         line["anysmtp_asyncio_vs_aiosmtplib"] = (
             ratio(asyncio_value, aiosmtplib_value) if row.ratios else None
         )
+        floor_value = line["cells"].get(benchdefs.FLOOR, {}).get("value")
+        line["anysmtp_asyncio_vs_floor"] = ratio(asyncio_value, floor_value)
         table.append(line)
     return table, footnotes
 
@@ -494,6 +499,10 @@ def render_table(
     headings = {key: heading for key, heading, _ in benchdefs.CLIENTS}
     header = ["scenario", "unit", "better", *(headings[c] for c in clients)]
     header.append("asyncio/aio")
+    # anysmtp on asyncio against the floor, where the floor took part.
+    with_floor = any(benchdefs.FLOOR in line["cells"] for line in table)
+    if with_floor:
+        header.append("asyncio/floor")
     lines: list[list[str]] = []
     for line in table:
         cells: list[str] = [
@@ -514,6 +523,9 @@ def render_table(
                 cells.append(text)
         versus = line["anysmtp_asyncio_vs_aiosmtplib"]
         cells.append("-" if versus is None else f"{versus:.2f}x")
+        if with_floor:
+            versus = line["anysmtp_asyncio_vs_floor"]
+            cells.append("-" if versus is None else f"{versus:.2f}x")
         lines.append(cells)
     widths = [
         max(len(row[index]) for row in [header, *lines]) for index in range(len(header))
@@ -945,10 +957,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     table, footnotes = build_table(cells, params, clients)
     checked = check_targets(cells)
     print()
-    print(
+    legend = (
         f"Medians of {params.repetitions} runs; (N.NNx) = value / smtplib's value; "
-        "asyncio/aio = anysmtp on asyncio / aiosmtplib."
+        "asyncio/aio = anysmtp on asyncio / aiosmtplib"
     )
+    if benchdefs.FLOOR in clients:
+        descriptions = {key: text for key, _, text in benchdefs.CLIENTS}
+        legend += (
+            "; asyncio/floor = anysmtp on asyncio / the floor.\n"
+            f"{descriptions[benchdefs.FLOOR]}, in "
+            f"{' and '.join(sorted(benchdefs.FLOOR_SCENARIOS, reverse=True))} only"
+        )
+    print(legend + ".")
     print(render_table(table, footnotes, clients))
     print()
     print("Targets (docs/performance.md):")

@@ -162,6 +162,29 @@ async def async_messages(
     return {"rate": count / elapsed, "seconds": elapsed}
 
 
+def floor_messages(
+    port: int, message: bytes, to: list[str], count: int, warmup: int
+) -> Metrics:
+    """:func:`async_messages` for the floor: the same steps, timed alike, on a
+    plain asyncio loop (every reply code is checked as it arrives)."""
+    import floor
+
+    client = floor.Floor(HOST, port, SENDER, to, message)
+
+    async def measure() -> Metrics:
+        connection = await client.connect()
+        for _ in range(min(warmup, count)):
+            await client.sendmail(connection)
+        start = time.perf_counter()
+        for _ in range(count):
+            await client.sendmail(connection)
+        elapsed = time.perf_counter() - start
+        await client.quit(connection)
+        return {"rate": count / elapsed, "seconds": elapsed}
+
+    return asyncio.run(measure())
+
+
 def messages(client: str, port: int, params: Params, scenario: str) -> Metrics:
     if scenario == "small":
         message = benchdefs.small_message(params.small_size)
@@ -171,6 +194,8 @@ def messages(client: str, port: int, params: Params, scenario: str) -> Metrics:
         message = benchdefs.small_message(params.small_size)
         to = benchdefs.recipients(params.rcpt_count)
         count = params.rcpt_messages
+    if client == benchdefs.FLOOR:
+        return floor_messages(port, message, to, count, params.warmup)
     if client in benchdefs.SYNC_CLIENTS:
         return sync_messages(
             sync_factory(client, port), message, to, count, params.warmup
@@ -238,10 +263,37 @@ async def async_concurrent(
     return {"rate": connections * count / elapsed, "seconds": elapsed}
 
 
+def floor_concurrent(
+    port: int, message: bytes, connections: int, count: int
+) -> Metrics:
+    """:func:`async_concurrent` for the floor, with asyncio's own task group."""
+    import floor
+
+    client = floor.Floor(HOST, port, SENDER, ["someone@example.net"], message)
+
+    async def one_connection() -> None:
+        connection = await client.connect()
+        for _ in range(count):
+            await client.sendmail(connection)
+        await client.quit(connection)
+
+    async def measure() -> Metrics:
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(connections):
+                group.create_task(one_connection())
+        elapsed = time.perf_counter() - start
+        return {"rate": connections * count / elapsed, "seconds": elapsed}
+
+    return asyncio.run(measure())
+
+
 def concurrent(client: str, port: int, params: Params) -> Metrics:
     connections = params.concurrent_connections
     count = params.concurrent_messages
     message = benchdefs.small_message(params.small_size)
+    if client == benchdefs.FLOOR:
+        return floor_concurrent(port, message, connections, count)
     if client in benchdefs.SYNC_CLIENTS:
         return sync_concurrent(sync_factory(client, port), message, connections, count)
     open_client = async_factory(client, port)
@@ -690,6 +742,8 @@ def big(client: str, port: int, params: Params, as_file: bool) -> Metrics:
 def measure(client: str, scenario: str, port: int, params: Params) -> Metrics:
     if client not in benchdefs.CLIENT_KEYS:
         raise ValueError(f"unknown client {client!r}")
+    if client not in benchdefs.clients_for(scenario):
+        raise ValueError(f"{client} does not take part in {scenario!r}")
     if scenario in ("small", "rcpt100"):
         return messages(client, port, params, scenario)
     if scenario == "concurrent":

@@ -1,0 +1,252 @@
+"""The floor: the least work an asyncio client can do to send the benchmark's
+small messages, with no SMTP library.
+
+It puts the same bytes on the wire as ``anysmtp.AsyncSMTP.sendmail()`` does on
+a server that offers PIPELINING and no SIZE (smtp-sink): per message one write
+of ``MAIL``, ``RCPT`` and ``DATA``, then one write of the message and its
+end-of-data line, and it still checks every reply code.  What it leaves out is
+everything that makes a library: no address or option checks, no dot-stuffing
+or line-ending fixes (it refuses a message that would need them), no parsed
+replies or reply-size limits, no timeouts, no locks, no hooks.  Its rate is
+what asyncio itself allows on the machine, so the distance to it is what an
+asyncio SMTP client could still gain.
+
+Used by ``worker.py`` for the client ``floor-asyncio`` in the scenarios
+``small`` and ``concurrent`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from typing import Final
+
+#: The fourth byte of a reply line that another line of the same reply follows.
+_HYPHEN: Final = ord("-")
+_RECEIVE_SIZE: Final = 65536
+
+
+class ReplyError(Exception):
+    """The server answered with another code than the one expected."""
+
+
+def hello_name() -> str:
+    """The name anysmtp and smtplib send with EHLO by default: the FQDN, else
+    an address literal (``anysmtp._client.default_local_hostname``).
+
+    Called once, before anything is timed: it may ask DNS.
+    """
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    address = "127.0.0.1"
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except socket.gaierror:
+        pass
+    return f"[{address}]"
+
+
+def path(address: str) -> str:
+    """``<address>``, as anysmtp's ``mail_path`` makes it for a plain address.
+
+    :raises ValueError: anything else (the floor does no address handling).
+    """
+    if not address or any(char in address for char in '<>" \t\r\n'):
+        raise ValueError(f"the floor sends plain addresses only: {address!r}")
+    return f"<{address}>"
+
+
+def data_payload(message: bytes) -> bytes:
+    """The message with its end-of-data line, as anysmtp sends a message that
+    needs no change.
+
+    :raises ValueError: the message would need dot-stuffing or line-ending
+        fixes, which the floor does not do.
+    """
+    if (
+        not message
+        or b"\r" in message.replace(b"\r\n", b"")
+        or b"\n" in message.replace(b"\r\n", b"")
+        or message.startswith(b".")
+        or b"\n." in message
+    ):
+        raise ValueError("the floor sends only CRLF messages without dot lines")
+    return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+class Connection:
+    """One connection: a non-blocking socket, the reader that fills its buffer,
+    and the wait for replies.
+
+    The reader stays registered for the connection's lifetime, as anysmtp's
+    asyncio fast path keeps its reader while a reply is awaited.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.chunk = bytearray(_RECEIVE_SIZE)
+        self.view = memoryview(self.chunk)
+        #: What arrived and is not yet taken as a reply.
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[None] | None = None
+        #: End of file or a socket error: raised by the next wait.
+        self.failure: Exception | None = None
+        loop.add_reader(sock.fileno(), self._on_readable)
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            # As anysmtp does: no write of ours waits for an earlier one's ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(loop, sock)
+
+    def _read(self) -> bool:
+        """One ``recv_into``: whether it found anything (data, EOF, an error)."""
+        try:
+            received = self.sock.recv_into(self.chunk)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._fail(exc)
+            return True
+        if received:
+            self.buffer += self.view[:received]
+        else:
+            self._fail(ConnectionError("the server closed the connection"))
+        return True
+
+    def _fail(self, failure: Exception) -> None:
+        self.failure = failure
+        # A socket at EOF stays readable: the reader would run for ever.
+        self.loop.remove_reader(self.sock.fileno())
+
+    def _on_readable(self) -> None:
+        if self._read():
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data``: one ``send()``, which takes all of a small write."""
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            await self.loop.sock_sendall(self.sock, memoryview(data)[sent:])
+
+    async def expect(self, *codes: bytes) -> bytes:
+        """Wait for one reply per code in ``codes``, in order.
+
+        A reply ends at a line whose fourth byte is not ``-``.  The socket is
+        read first and the reader waited for only when nothing is there (on one
+        CPU the server has often answered already).
+
+        :returns: the replies' text.
+        :raises ReplyError: a reply does not start with its code.
+        """
+        buffer = self.buffer
+        start = 0
+        index = 0
+        while True:
+            while index < len(codes):
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    break
+                if not (end > start + 3 and buffer[start + 3] == _HYPHEN):
+                    if not buffer.startswith(codes[index], start):
+                        line = bytes(buffer[start:end]).decode("ascii", "replace")
+                        raise ReplyError(
+                            f"expected {codes[index].decode()}, got {line.strip()!r}"
+                        )
+                    index += 1
+                start = end + 1
+            if index == len(codes):
+                text = bytes(buffer[:start])
+                del buffer[:start]
+                return text
+            if self.failure is not None:
+                raise self.failure
+            if not self._read():
+                waiter = self.waiter = self.loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self.waiter = None
+
+    def close(self) -> None:
+        if self.failure is None:
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class Floor:
+    """Sends one message from one sender to a few recipients, again and again.
+
+    Everything that does not change from one message to the next (the EHLO
+    line, the envelope, the payload, the codes to expect) is built once here.
+
+    :param sender: a plain address (no display name, no angle brackets).
+    :param recipients: plain addresses.
+    :param message: CRLF line endings, no line that starts with a dot.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        recipients: Sequence[str],
+        message: bytes,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ehlo = f"ehlo {hello_name()}\r\n".encode("ascii")
+        # anysmtp's pipelined envelope: format_command("mail", "FROM:<a>"),
+        # then one "rcpt" line per recipient, then "data", in one write.
+        lines = [f"mail FROM:{path(sender)}\r\n"]
+        lines += [f"rcpt TO:{path(each)}\r\n" for each in recipients]
+        lines.append("data\r\n")
+        self.envelope = "".join(lines).encode("ascii")
+        self.envelope_codes = (b"250",) * (1 + len(recipients)) + (b"354",)
+        self.payload = data_payload(message)
+
+    async def connect(self) -> Connection:
+        """Connect, read the greeting and say EHLO."""
+        connection = await Connection.open(self.host, self.port)
+        try:
+            await connection.expect(b"220")
+            await connection.send(self.ehlo)
+            features = await connection.expect(b"250")
+            # Pipelining without the server's leave would not be the same client.
+            if b"PIPELINING" not in features.upper():
+                raise ReplyError("the server does not offer PIPELINING")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    async def sendmail(self, connection: Connection) -> None:
+        """One message: the envelope in one write, its replies, the payload in
+        one write, its reply."""
+        await connection.send(self.envelope)
+        await connection.expect(*self.envelope_codes)
+        await connection.send(self.payload)
+        await connection.expect(b"250")
+
+    async def quit(self, connection: Connection) -> None:
+        try:
+            await connection.send(b"quit\r\n")
+            await connection.expect(b"221")
+        finally:
+            connection.close()
