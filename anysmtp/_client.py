@@ -1467,11 +1467,13 @@ class AsyncSMTP:
                 yield
             return
         scope = transport.operation_scope = anyio.CancelScope()
+        transport.operation_task = anyio.get_current_task().id
         try:
             with self._deadline(total_timeout), scope:
                 yield
         finally:
             transport.operation_scope = None
+            transport.operation_task = None
         if scope.cancelled_caught:
             # A wait's deadline passed: the session is out of step.
             self._drop_connection()

@@ -314,8 +314,9 @@ class ReplyParser:
             if end >= 4 and buffer[3] == 0x20:
                 whole = bytes(buffer[: end + 1])
                 # A server repeats itself ("250 2.1.0 Ok" to every MAIL): a
-                # reply seen lately is not parsed again.
-                reply = self._seen.get(whole)
+                # short reply seen lately is not parsed again.
+                short = end < _SEEN_LINE_LIMIT
+                reply = self._seen.get(whole) if short else None
                 if reply is not None:
                     del buffer[: end + 1]
                     return reply
@@ -324,7 +325,7 @@ class ReplyParser:
                     reply = RawReply(
                         int(whole[:3]), whole[4:].strip(b" \t\r\n"), [whole]
                     )
-                    if end < _SEEN_LINE_LIMIT:
+                    if short:
                         if len(self._seen) >= _SEEN_LIMIT:
                             self._seen.clear()
                         self._seen[whole] = reply

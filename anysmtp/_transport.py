@@ -181,6 +181,7 @@ class Transport:
         "_parser",
         "_pending",
         "_read_error",
+        "_reader_fd",
         "_reader_held",
         "_reader_on",
         "_sock",
@@ -190,6 +191,7 @@ class Transport:
         "_waiting",
         "_waiting_read",
         "operation_scope",
+        "operation_task",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -202,6 +204,9 @@ class Transport:
         #: The cancel scope of the operation under way (a whole ``sendmail``):
         #: each wait moves its deadline instead of opening a timer of its own.
         self.operation_scope: anyio.CancelScope | None = None
+        #: The task that entered it: only that task's waits may move it (a
+        #: sync hook's call-back runs in another task, outside the scope).
+        self.operation_task: int | None = None
         #: What the last timed wait was, for the message when its time ran out.
         self._timed_wait: tuple[str, float] = ("", 0.0)
         #: The asyncio loop the socket was connected in: its timed waits are a
@@ -225,6 +230,7 @@ class Transport:
         #: wait.  It only reads plain sockets: TLS keeps data the poller cannot
         #: see.
         self._reader_on = False
+        self._reader_fd = -1
         self._reader_held = False
         self._waiting_read = False
         #: What the reader's ``recv`` raised, for the task that reads next.
@@ -328,9 +334,11 @@ class Transport:
 
     def _stop_reading(self) -> None:
         self._reader_on = False
-        loop = self._loop
-        if loop is not None and self._sock.fileno() >= 0:
-            loop.remove_reader(self._sock.fileno())
+        if self._loop is not None:
+            # By the number it was registered with: if code closed the socket
+            # itself (``smtp.sock.close()``), fileno() is -1 now, and a stale
+            # entry would break the next socket given the same number.
+            self._loop.remove_reader(self._reader_fd)
 
     def _on_readable(self) -> None:
         """asyncio's reader: read what arrived into the parser and wake the task
@@ -392,7 +400,8 @@ class Transport:
             raise SMTPServerDisconnected(_BUSY)
         future: asyncio.Future[bool | None] = loop.create_future()
         if not self._reader_on:
-            loop.add_reader(self._sock.fileno(), self._on_readable)
+            self._reader_fd = self._sock.fileno()
+            loop.add_reader(self._reader_fd, self._on_readable)
             self._reader_on = True
         self._deadline = deadline
         if self._timer is None or self._timer_at > deadline:
@@ -430,7 +439,9 @@ class Transport:
             await self._wait_ready(readable)
         elif loop is not None and loop is asyncio._get_running_loop():
             await self._wait_until(loop, readable, deadline)
-        elif (operation := self.operation_scope) is not None:
+        elif (
+            operation := self.operation_scope
+        ) is not None and self.operation_task == anyio.get_current_task().id:
             operation.deadline = deadline
             try:
                 await self._wait_ready(readable)

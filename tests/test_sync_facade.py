@@ -376,3 +376,32 @@ def test_threads_sharing_one_object_take_turns(smtpd: AiosmtpdServer) -> None:
     assert sorted(m.mail_from for m in smtpd.messages) == sorted(
         f"t{index}@example.com" for index in range(4) for _ in range(5)
     )
+
+
+class _HookedGetreply(anysmtp.SMTP):
+    def getreply(self) -> tuple[int, bytes]:  # an smtplib-style override
+        return super().getreply()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_reply_timeout_inside_a_bridged_hook(backend: str) -> None:
+    # A sync hook's call back into the loop runs in another task than the
+    # transaction: its wait must time out on its own, not move the deadline of
+    # a scope it is not in (it would then wait for ever).
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        conn.expect(b"mail from:")
+        conn.send(b"250 ok\r\n")
+        conn.expect(b"rcpt to:")
+        conn.stall()  # never answers RCPT
+
+    with ScriptedServer(script) as server, start_blocking_portal(backend) as portal:
+        smtp = _HookedGetreply(portal=portal, timeout=0.5)
+        smtp.connect(server.host, server.port)
+        smtp.ehlo()
+        with pytest.raises(anysmtp.SMTPReadTimeoutError) as caught:
+            smtp.sendmail("a@example.com", ["b@example.com"], b"x")
+        assert str(caught.value) == (
+            "Timed out waiting for the server's reply after 0.5 seconds"
+        )
+        smtp.close()

@@ -812,3 +812,49 @@ async def test_a_server_talking_out_of_turn_cannot_fill_our_memory() -> None:
             smtp.close()
     [sent] = flooded
     assert sent < 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS[:1])
+async def test_a_socket_closed_by_other_code_mid_transaction() -> None:
+    # Code that closes ``sock`` itself while a transaction waits (smtplib users
+    # do): the wait ends with the timeout, and asyncio's selector keeps no
+    # stale entry for the old descriptor, which the next connection most likely
+    # reuses.  (Not on uvloop: libuv aborts the process when a descriptor it
+    # polls is closed under it, whoever registered it.)
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"PIPELINING",))
+        conn.expect(b"mail from:")
+        conn.stall()
+
+    def second(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"PIPELINING",))
+        exchange(
+            conn,
+            (b"mail from:", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        )
+        conn.expect(b"rcpt to:")
+        conn.expect(b"data")
+        conn.read_data()
+        conn.send(b"250 queued\r\n")
+        drain(conn)
+
+    scripts = iter([script, second])
+    with ScriptedServer(lambda conn: next(scripts)(conn), connections=2) as server:
+        smtp = anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=0.5
+        )
+        await smtp.connect()
+        async with anyio.create_task_group() as group:
+
+            async def send() -> None:
+                with pytest.raises(anysmtp.SMTPServerDisconnected):
+                    await smtp.sendmail("a@b.example", ["c@d.example"], b"one")
+
+            group.start_soon(send)
+            await anyio.wait_all_tasks_blocked()
+            assert smtp.sock is not None
+            smtp.sock.close()
+        smtp.timeout = 10
+        await smtp.connect()
+        assert await smtp.sendmail("a@b.example", ["c@d.example"], b"two") == {}
+        smtp.close()
