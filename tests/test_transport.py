@@ -844,6 +844,9 @@ async def test_a_socket_closed_by_other_code_mid_transaction() -> None:
             hostname=server.host, port=server.port, start_tls=False, timeout=0.5
         )
         await smtp.connect()
+        # EHLO first: the task below must be waiting inside the transaction
+        # (for the replies to MAIL), not for EHLO's reply.
+        await smtp.ehlo()
         async with anyio.create_task_group() as group:
 
             async def send() -> None:
