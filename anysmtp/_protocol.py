@@ -351,9 +351,9 @@ class ReplyParser:
         return RawReply(code, message, lines)
 
 
-#: Up to this size a body is searched for a dot line at once; larger ones dot
-#: by dot first (see :func:`has_dot_after_lf`).
-_COUNT_LIMIT = 32 * 1024
+#: Above this size a body is searched dot by dot first (see
+#: :func:`has_dot_after_lf`).
+_DOT_BY_DOT_ABOVE = 32 * 1024
 #: How much of a body :func:`crlf_only` reads as text at once.
 _SCAN_SLICE = 256 * 1024
 
@@ -385,7 +385,7 @@ _DOT_AFTER_LF = re.compile(rb"\n\.")
 def has_dot_after_lf(data: bytes) -> bool:
     """Whether ``data`` has a dot right after an LF (a line that needs
     dot-stuffing, except at the very start, which the caller checks)."""
-    if len(data) > _COUNT_LIMIT:
+    if len(data) > _DOT_BY_DOT_ABOVE:
         # Searching for the dots themselves is faster still for a large body
         # that is mostly base64, whose few dots are in its headers; text with
         # many dots goes on to the search for LF-dot.
@@ -470,9 +470,9 @@ class DataEncoder:
     @staticmethod
     def is_canonical(body: bytes) -> bool:
         """Whether ``body`` needs no change at all, dot-stuffing aside when
-        ``stuff_dots`` is off: every line ending is CRLF and (for DATA) no line
-        starts with a dot.  Counting runs at memory speed, so a large message in
-        this form is sent as it is, without a copy."""
+        ``stuff_dots`` is off: every line ending is CRLF.  The check runs at C
+        speed (see :func:`crlf_only`), so a large message in this form is sent
+        as it is, without a copy."""
         return crlf_only(body)
 
     @staticmethod

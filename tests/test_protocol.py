@@ -1181,12 +1181,9 @@ def counted_crlf_only(body: bytes) -> bool:
 def test_one_pass_line_ending_check_equals_counting(
     body: bytes, slice_size: int
 ) -> None:
-    # The large-body check, forced onto small bodies and tiny slices so that a
-    # CR or a CRLF falls on every slice boundary.
-    with (
-        mock.patch("anysmtp._protocol._COUNT_LIMIT", -1),
-        mock.patch("anysmtp._protocol._SCAN_SLICE", slice_size),
-    ):
+    # With tiny slices, as a large body is read: a CR or a CRLF falls on every
+    # slice boundary.
+    with mock.patch("anysmtp._protocol._SCAN_SLICE", slice_size):
         assert crlf_only(body) == counted_crlf_only(body)
     assert crlf_only(body) == counted_crlf_only(body)
 
@@ -1196,7 +1193,7 @@ def test_one_pass_line_ending_check_equals_counting(
 def test_dot_search_equals_substring_search(body: bytes) -> None:
     # Forced onto small bodies: many have more dots than the search's budget,
     # so both its ways (dot by dot, then one search for "\n.") are exercised.
-    with mock.patch("anysmtp._protocol._COUNT_LIMIT", -1):
+    with mock.patch("anysmtp._protocol._DOT_BY_DOT_ABOVE", -1):
         assert has_dot_after_lf(body) == (b"\n." in body)
     assert has_dot_after_lf(body) == (b"\n." in body)
 
