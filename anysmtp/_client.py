@@ -1419,11 +1419,12 @@ class AsyncSMTP:
         *args: Any,
     ) -> SendErrors:
         """Run ``transaction(*args)`` holding the connection (tasks sharing a
-        client take turns) within its time limits.  The common case, no
-        ``total_timeout`` on asyncio, opens no context manager but the lock."""
+        client take turns), within ``total_timeout`` if given.  Each wait for
+        the server times itself (see :meth:`Transport.receive_reply`): a reply
+        that has already arrived costs no timer or cancel scope."""
         held = HELD_TRANSACTIONS.get()
         if id(self) in held:
-            with self._operation(total_timeout):
+            with self._deadline(total_timeout):
                 return await transaction(*args)
         # A task whose scope is cancelled starts nothing (the transaction's
         # reads may find every reply waiting and never reach a checkpoint).
@@ -1432,52 +1433,24 @@ class AsyncSMTP:
         await turns.acquire()
         try:
             token = HELD_TRANSACTIONS.set(held | {id(self)})
+            # On asyncio's fast path the reader stays registered from wait to
+            # wait.
+            holder = self._transport
+            if holder is not None and holder.times_waits_itself:
+                holder.hold_reader()
+            else:
+                holder = None
             try:
-                transport = self._transport
-                if transport is None or not transport.times_waits_itself:
-                    with self._operation(total_timeout):
-                        return await transaction(*args)
-                # asyncio's fast path: each wait times itself, and the reader
-                # stays registered from wait to wait.
-                transport.hold_reader()
-                try:
-                    if total_timeout is None:
-                        return await transaction(*args)
-                    with self._operation(total_timeout):
-                        return await transaction(*args)
-                finally:
-                    transport.release_reader()
+                if total_timeout is None:
+                    return await transaction(*args)
+                with self._deadline(total_timeout):
+                    return await transaction(*args)
             finally:
+                if holder is not None:
+                    holder.release_reader()
                 HELD_TRANSACTIONS.reset(token)
         finally:
             turns.release()
-
-    @contextlib.contextmanager
-    def _operation(self, total_timeout: float | None) -> Iterator[None]:
-        """One cancel scope for a whole transaction: each wait for the server
-        moves its deadline by ``timeout`` (the per-command timeout), which is
-        much cheaper than a timer per command; ``total_timeout`` bounds it all.
-
-        :raises SMTPReadTimeoutError: a wait ran out of time (the connection is
-            closed).
-        """
-        transport = self._transport
-        if transport is None or transport.operation_scope is not None:
-            with self._deadline(total_timeout):
-                yield
-            return
-        scope = transport.operation_scope = anyio.CancelScope()
-        transport.operation_task = anyio.get_current_task().id
-        try:
-            with self._deadline(total_timeout), scope:
-                yield
-        finally:
-            transport.operation_scope = None
-            transport.operation_task = None
-        if scope.cancelled_caught:
-            # A wait's deadline passed: the session is out of step.
-            self._drop_connection()
-            raise transport.timeout_error()
 
     @contextlib.contextmanager
     def _deadline(self, total_timeout: float | None) -> Iterator[None]:

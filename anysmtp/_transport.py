@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
-import math
 import os
 import socket
 import ssl
@@ -185,13 +184,10 @@ class Transport:
         "_reader_held",
         "_reader_on",
         "_sock",
-        "_timed_wait",
         "_timer",
         "_timer_at",
         "_waiting",
         "_waiting_read",
-        "operation_scope",
-        "operation_task",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -201,14 +197,6 @@ class Transport:
         self._buffer = bytearray(_RECEIVE_SIZE)
         self._closed = False
         self._waiting = False
-        #: The cancel scope of the operation under way (a whole ``sendmail``):
-        #: each wait moves its deadline instead of opening a timer of its own.
-        self.operation_scope: anyio.CancelScope | None = None
-        #: The task that entered it: only that task's waits may move it (a
-        #: sync hook's call-back runs in another task, outside the scope).
-        self.operation_task: int | None = None
-        #: What the last timed wait was, for the message when its time ran out.
-        self._timed_wait: tuple[str, float] = ("", 0.0)
         #: The asyncio loop the socket was connected in: its timed waits are a
         #: future, a reader (or writer) and a timer, without a cancel scope,
         #: which costs a third of a round trip on loopback.  ``None`` under trio.
@@ -428,25 +416,17 @@ class Transport:
         (on the clock of the running loop) if given.
 
         Only a wait that really waits pays for a deadline: on asyncio's fast
-        path the connection's timer; in a transaction on trio, the operation's
-        scope moved to ``deadline``; otherwise a scope of its own.
+        path the connection's timer, otherwise (trio) a cancel scope of its own.
+        Every read or send is tried before it waits, so on a fast server most
+        replies need neither.
 
-        :raises TimeoutError: the deadline passed (not in an operation, whose
-            scope is cancelled instead).
+        :raises TimeoutError: the deadline passed.
         """
         loop = self._loop
         if deadline is None:
             await self._wait_ready(readable)
         elif loop is not None and loop is asyncio._get_running_loop():
             await self._wait_until(loop, readable, deadline)
-        elif (
-            operation := self.operation_scope
-        ) is not None and self.operation_task == anyio.get_current_task().id:
-            operation.deadline = deadline
-            try:
-                await self._wait_ready(readable)
-            finally:
-                operation.deadline = math.inf
         else:
             with anyio.CancelScope(deadline=deadline) as scope:
                 await self._wait_ready(readable)
@@ -506,8 +486,7 @@ class Transport:
 
         :param timeout: seconds to wait for it; ``None`` waits for ever.
         :raises SMTPServerDisconnected: the connection was closed or reset.
-        :raises SMTPReadTimeoutError: no complete reply within ``timeout`` (in an
-            operation, its scope is cancelled instead: see :meth:`timeout_error`).
+        :raises SMTPReadTimeoutError: no complete reply within ``timeout``.
         :raises ReplyLimitError: the reply exceeded a limit.
         """
         reply = self._parser.next_reply()
@@ -525,7 +504,6 @@ class Transport:
                     return await self._read_reply(loop, deadline)
             else:
                 deadline = anyio.current_time() + timeout
-                self._timed_wait = ("waiting for the server's reply", timeout)
             return await self._next_reply(deadline)
         except TimeoutError:
             self.close()
@@ -570,11 +548,6 @@ class Transport:
                 continue
             view = view[sent:]
 
-    def timeout_error(self) -> SMTPReadTimeoutError:
-        """The error for an operation whose scope ran out of time in a wait."""
-        what, timeout = self._timed_wait
-        return SMTPReadTimeoutError(f"Timed out {what} after {timeout} seconds")
-
     async def send_all(self, data: bytes, timeout: float | None) -> None:
         """Send all of ``data``.
 
@@ -600,7 +573,6 @@ class Transport:
             deadline = None
             if timeout is not None:
                 deadline = self._deadline_after(timeout)
-                self._timed_wait = ("sending to the server", timeout)
             await self._send_rest(view, deadline)
         except TimeoutError:
             self.close()
