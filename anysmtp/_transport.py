@@ -176,11 +176,11 @@ class Transport:
         "_buffer",
         "_closed",
         "_deadline",
+        "_fd",
         "_loop",
         "_parser",
         "_pending",
         "_read_error",
-        "_reader_fd",
         "_reader_held",
         "_reader_on",
         "_sock",
@@ -193,6 +193,11 @@ class Transport:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
+        #: The descriptor's number, for the loop's registrations: it stays the
+        #: same under TLS, and removing by it still works after other code has
+        #: closed the socket (``smtp.sock.close()``: ``fileno()`` is -1 then,
+        #: and a stale entry would break the next socket given that number).
+        self._fd = sock.fileno()
         self._parser = ReplyParser()
         self._buffer = bytearray(_RECEIVE_SIZE)
         self._closed = False
@@ -218,7 +223,6 @@ class Transport:
         #: wait.  It only reads plain sockets: TLS keeps data the poller cannot
         #: see.
         self._reader_on = False
-        self._reader_fd = -1
         self._reader_held = False
         self._waiting_read = False
         #: What the reader's ``recv`` raised, for the task that reads next.
@@ -253,9 +257,8 @@ class Transport:
         if self._reader_on:
             self._stop_reading()
         if pending is not None and self._loop is not None:
-            fd = self._sock.fileno()
-            self._loop.remove_reader(fd)
-            self._loop.remove_writer(fd)
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
             if not pending.done():
                 pending.set_result(None)
         elif self._waiting and self._sock.fileno() >= 0:
@@ -264,14 +267,27 @@ class Transport:
 
     async def _wait_until(
         self, loop: asyncio.AbstractEventLoop, readable: bool, deadline: float
-    ) -> None:
-        """asyncio's timed wait: the future resolves to True (ready), False (the
-        deadline passed) or None (closed); a cancellation cancels it."""
+    ) -> bool:
+        """asyncio's timed wait: a future that resolves to True (ready), False
+        (the deadline passed) or None (closed); a cancellation cancels it.
+
+        A wait to read a plain socket uses the connection's reader, which reads
+        what arrives itself (see :meth:`_on_readable`); other waits (to write,
+        or to read TLS, whose buffered bytes the poller cannot see) only learn
+        that the socket is ready.
+
+        :returns: whether the reader has read what arrived.
+        """
         if self._pending is not None:
             raise SMTPServerDisconnected(_BUSY)
-        fd = self._sock.fileno()
+        fd = self._fd
         future: asyncio.Future[bool | None] = loop.create_future()
-        if readable:
+        reads = readable and not isinstance(self._sock, ssl.SSLSocket)
+        if reads:
+            if not self._reader_on:
+                loop.add_reader(fd, self._on_readable)
+                self._reader_on = True
+        elif readable:
             loop.add_reader(fd, _settle, future, True)
         else:
             loop.add_writer(fd, _settle, future, True)
@@ -282,11 +298,16 @@ class Transport:
             self._timer_at = deadline
             self._timer = loop.call_at(deadline, self._on_timer)
         self._pending = future
+        self._waiting_read = reads
         try:
             ready = await future
         finally:
             self._pending = None
-            if not self._closed:
+            self._waiting_read = False
+            if reads:
+                if self._reader_on and not self._reader_held:
+                    self._stop_reading()
+            elif not self._closed:
                 if readable:
                     loop.remove_reader(fd)
                 else:
@@ -295,6 +316,7 @@ class Transport:
             raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
         if not ready:
             raise TimeoutError
+        return reads
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -323,10 +345,7 @@ class Transport:
     def _stop_reading(self) -> None:
         self._reader_on = False
         if self._loop is not None:
-            # By the number it was registered with: if code closed the socket
-            # itself (``smtp.sock.close()``), fileno() is -1 now, and a stale
-            # entry would break the next socket given the same number.
-            self._loop.remove_reader(self._reader_fd)
+            self._loop.remove_reader(self._fd)
 
     def _on_readable(self) -> None:
         """asyncio's reader: read what arrived into the parser and wake the task
@@ -350,68 +369,7 @@ class Transport:
         if self._waiting_read and pending is not None and not pending.done():
             pending.set_result(True)
 
-    async def _read_reply(
-        self, loop: asyncio.AbstractEventLoop, deadline: float
-    ) -> RawReply:
-        """The fast path's wait for a reply (asyncio, plain socket).
-
-        A read is tried first: on one CPU the server has often answered by
-        then, and the reply costs no trip through the loop.  Otherwise the
-        reader reads as data arrives and wakes this task.
-        """
-        parser = self._parser
-        sock = self._sock
-        while True:
-            error = self._read_error
-            if error is not None:
-                self._read_error = None
-                raise error
-            if parser.at_eof:
-                raise SMTPServerDisconnected("Connection unexpectedly closed")
-            try:
-                received = sock.recv_into(self._buffer)
-            except (BlockingIOError, InterruptedError):
-                await self._wait_for_reader(loop, deadline)
-            else:
-                if received:
-                    parser.feed(memoryview(self._buffer)[:received])
-                else:
-                    parser.feed_eof()
-            reply = parser.next_reply()
-            if reply is not None:
-                return reply
-
-    async def _wait_for_reader(
-        self, loop: asyncio.AbstractEventLoop, deadline: float
-    ) -> None:
-        if self._pending is not None:
-            raise SMTPServerDisconnected(_BUSY)
-        future: asyncio.Future[bool | None] = loop.create_future()
-        if not self._reader_on:
-            self._reader_fd = self._sock.fileno()
-            loop.add_reader(self._reader_fd, self._on_readable)
-            self._reader_on = True
-        self._deadline = deadline
-        if self._timer is None or self._timer_at > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = loop.call_at(deadline, self._on_timer)
-        self._pending = future
-        self._waiting_read = True
-        try:
-            ready = await future
-        finally:
-            self._pending = None
-            self._waiting_read = False
-            if self._reader_on and not self._reader_held:
-                self._stop_reading()
-        if ready is None:
-            raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
-        if not ready:
-            raise TimeoutError
-
-    async def _wait(self, readable: bool, deadline: float | None = None) -> None:
+    async def _wait(self, readable: bool, deadline: float | None = None) -> bool:
         """Wait until the socket is readable (or writable), until ``deadline``
         (on the clock of the running loop) if given.
 
@@ -420,18 +378,21 @@ class Transport:
         Every read or send is tried before it waits, so on a fast server most
         replies need neither.
 
+        :returns: whether asyncio's reader has read what arrived (then there is
+            nothing left to read).
         :raises TimeoutError: the deadline passed.
         """
         loop = self._loop
         if deadline is None:
             await self._wait_ready(readable)
         elif loop is not None and loop is asyncio._get_running_loop():
-            await self._wait_until(loop, readable, deadline)
+            return await self._wait_until(loop, readable, deadline)
         else:
             with anyio.CancelScope(deadline=deadline) as scope:
                 await self._wait_ready(readable)
             if scope.cancelled_caught:
                 raise TimeoutError
+        return False
 
     async def _wait_ready(self, readable: bool) -> None:
         if self._reader_on:
@@ -467,10 +428,17 @@ class Transport:
         (until ``deadline``)."""
         sock = self._sock
         while True:
+            error = self._read_error
+            if error is not None:
+                self._read_error = None
+                raise error
             try:
                 received = sock.recv_into(self._buffer)
             except (BlockingIOError, ssl.SSLWantReadError):
-                await self._wait(True, deadline)
+                # On one CPU the server has often answered by now: the read
+                # above finds the reply and costs no trip through the loop.
+                if await self._wait(True, deadline):
+                    return
                 continue
             except ssl.SSLWantWriteError:
                 await self._wait(False, deadline)
@@ -497,14 +465,7 @@ class Transport:
         try:
             if timeout is None:
                 return await self._next_reply()
-            loop = self._loop
-            if loop is not None and loop is asyncio._get_running_loop():
-                deadline = loop.time() + timeout
-                if not isinstance(self._sock, ssl.SSLSocket):
-                    return await self._read_reply(loop, deadline)
-            else:
-                deadline = anyio.current_time() + timeout
-            return await self._next_reply(deadline)
+            return await self._next_reply(self._deadline_after(timeout))
         except TimeoutError:
             self.close()
             raise SMTPReadTimeoutError(
@@ -523,10 +484,6 @@ class Transport:
 
     async def _next_reply(self, deadline: float | None = None) -> RawReply:
         parser = self._parser
-        error = self._read_error
-        if error is not None:
-            self._read_error = None
-            raise error
         while True:
             if parser.at_eof:
                 raise SMTPServerDisconnected("Connection unexpectedly closed")
