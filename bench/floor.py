@@ -4,9 +4,10 @@ small messages, with no SMTP library.
 It puts the same bytes on the wire as ``anysmtp.AsyncSMTP.sendmail()`` does on
 a server that offers PIPELINING and no SIZE (smtp-sink): per message one write
 of ``MAIL``, ``RCPT`` and ``DATA``, then one write of the message and its
-end-of-data line, and it still checks every reply code.  What it leaves out is
-everything that makes a library: no address or option checks, no dot-stuffing
-or line-ending fixes (it refuses a message that would need them), no parsed
+end-of-data line, and it still checks every reply code.  Those bytes are built
+once, before anything is timed, with anysmtp's own functions (so they are the
+same by construction).  What it leaves out per message is everything that
+makes a library: no address or option checks, no body checks, no parsed
 replies or reply-size limits, no timeouts, no locks, no hooks.  Its rate is
 what asyncio itself allows on the machine, so the distance to it is what an
 asyncio SMTP client could still gain.
@@ -22,6 +23,9 @@ import socket
 from collections.abc import Sequence
 from typing import Final
 
+from anysmtp._client import default_local_hostname
+from anysmtp._protocol import DataEncoder, format_command, mail_path
+
 #: The fourth byte of a reply line that another line of the same reply follows.
 _HYPHEN: Final = ord("-")
 _RECEIVE_SIZE: Final = 65536
@@ -29,51 +33,6 @@ _RECEIVE_SIZE: Final = 65536
 
 class ReplyError(Exception):
     """The server answered with another code than the one expected."""
-
-
-def hello_name() -> str:
-    """The name anysmtp and smtplib send with EHLO by default: the FQDN, else
-    an address literal (``anysmtp._client.default_local_hostname``).
-
-    Called once, before anything is timed: it may ask DNS.
-    """
-    fqdn = socket.getfqdn()
-    if "." in fqdn:
-        return fqdn
-    address = "127.0.0.1"
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except socket.gaierror:
-        pass
-    return f"[{address}]"
-
-
-def path(address: str) -> str:
-    """``<address>``, as anysmtp's ``mail_path`` makes it for a plain address.
-
-    :raises ValueError: anything else (the floor does no address handling).
-    """
-    if not address or any(char in address for char in '<>" \t\r\n'):
-        raise ValueError(f"the floor sends plain addresses only: {address!r}")
-    return f"<{address}>"
-
-
-def data_payload(message: bytes) -> bytes:
-    """The message with its end-of-data line, as anysmtp sends a message that
-    needs no change.
-
-    :raises ValueError: the message would need dot-stuffing or line-ending
-        fixes, which the floor does not do.
-    """
-    if (
-        not message
-        or b"\r" in message.replace(b"\r\n", b"")
-        or b"\n" in message.replace(b"\r\n", b"")
-        or message.startswith(b".")
-        or b"\n." in message
-    ):
-        raise ValueError("the floor sends only CRLF messages without dot lines")
-    return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 class Connection:
@@ -196,9 +155,9 @@ class Floor:
     Everything that does not change from one message to the next (the EHLO
     line, the envelope, the payload, the codes to expect) is built once here.
 
-    :param sender: a plain address (no display name, no angle brackets).
-    :param recipients: plain addresses.
-    :param message: CRLF line endings, no line that starts with a dot.
+    :param sender: the envelope sender.
+    :param recipients: the envelope recipients.
+    :param message: the message, as ``sendmail()`` takes it in bytes.
     """
 
     def __init__(
@@ -211,15 +170,16 @@ class Floor:
     ) -> None:
         self.host = host
         self.port = port
-        self.ehlo = f"ehlo {hello_name()}\r\n".encode("ascii")
-        # anysmtp's pipelined envelope: format_command("mail", "FROM:<a>"),
-        # then one "rcpt" line per recipient, then "data", in one write.
-        lines = [f"mail FROM:{path(sender)}\r\n"]
-        lines += [f"rcpt TO:{path(each)}\r\n" for each in recipients]
-        lines.append("data\r\n")
+        self.ehlo = format_command("ehlo", default_local_hostname()).encode("ascii")
+        # anysmtp's pipelined envelope in one write: MAIL, every RCPT, DATA.
+        lines = [format_command("mail", f"FROM:{mail_path(sender)}")]
+        lines += [
+            format_command("rcpt", f"TO:{mail_path(each)}") for each in recipients
+        ]
+        lines.append(format_command("data"))
         self.envelope = "".join(lines).encode("ascii")
         self.envelope_codes = (b"250",) * (1 + len(recipients)) + (b"354",)
-        self.payload = data_payload(message)
+        self.payload = DataEncoder.encode_all(message)
 
     async def connect(self) -> Connection:
         """Connect, read the greeting and say EHLO."""

@@ -214,29 +214,43 @@ def sync_concurrent(
     open_client: Callable[[], SyncClient], message: bytes, connections: int, count: int
 ) -> Metrics:
     to = ["someone@example.net"]
-    errors: list[BaseException] = []
 
     def one_connection() -> None:
+        client = open_client()
+        client.ehlo()
+        for _ in range(count):
+            result = client.sendmail(SENDER, to, message)
+        check_sent(result)
+        client.quit()
+
+    elapsed = in_threads(one_connection, connections)
+    return {"rate": connections * count / elapsed, "seconds": elapsed}
+
+
+def in_threads(work: Callable[[], object], threads: int) -> float:
+    """Run ``work`` in ``threads`` threads at once: the seconds from the first
+    start to the last end.
+
+    :raises BaseException: the first error a thread raised.
+    """
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
         try:
-            client = open_client()
-            client.ehlo()
-            for _ in range(count):
-                result = client.sendmail(SENDER, to, message)
-            check_sent(result)
-            client.quit()
+            work()
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=one_connection) for _ in range(connections)]
+    started = [threading.Thread(target=guarded) for _ in range(threads)]
     start = time.perf_counter()
-    for thread in threads:
+    for thread in started:
         thread.start()
-    for thread in threads:
+    for thread in started:
         thread.join()
     elapsed = time.perf_counter() - start
     if errors:
         raise errors[0]
-    return {"rate": connections * count / elapsed, "seconds": elapsed}
+    return elapsed
 
 
 async def async_concurrent(
@@ -316,31 +330,19 @@ def threads_pool(
     to = ["someone@example.net"]
     supply = iter(range(count))
     lock = threading.Lock()
-    errors: list[BaseException] = []
 
     def take() -> bool:
         with lock:
             return next(supply, None) is not None
 
     def one_connection() -> None:
-        try:
-            client = open_client()
-            client.ehlo()
-            while take():
-                check_sent(client.sendmail(SENDER, to, message))
-            client.quit()
-        except BaseException as exc:
-            errors.append(exc)
+        client = open_client()
+        client.ehlo()
+        while take():
+            check_sent(client.sendmail(SENDER, to, message))
+        client.quit()
 
-    threads = [threading.Thread(target=one_connection) for _ in range(connections)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
+    elapsed = in_threads(one_connection, connections)
     return {"rate": count / elapsed, "seconds": elapsed}
 
 
