@@ -803,6 +803,9 @@ class AsyncSMTP:
             long (the connection is closed).
         :raises SMTPReadTimeoutError: no reply within ``timeout``.
         """
+        reply = self._arrived_reply()
+        if reply is not None:
+            return reply
         transport = self._transport
         if transport is None:
             raise SMTPServerDisconnected("please run connect() first")
@@ -821,6 +824,25 @@ class AsyncSMTP:
                 "reply: retcode (%s); Msg: %a" % (raw.code, raw.message)  # noqa: UP031
             )
         return SMTPResponse(raw.code, raw.message)
+
+    def _arrived_reply(self) -> SMTPResponse | None:
+        """The next reply if it has arrived already, else ``None`` (and always
+        ``None`` with debug output on): :meth:`getreply` without a trip through
+        the event loop, which the pipelined path takes first
+        (``self._arrived_reply() or await self.getreply()``).
+
+        :raises SMTPResponseException: the reply was too long (the connection
+            is closed).
+        """
+        transport = self._transport
+        if transport is None or self.debuglevel > 0:
+            return None
+        try:
+            raw = transport.arrived_reply()
+        except ReplyLimitError as exc:
+            self.close()
+            raise SMTPResponseException(500, str(exc)) from None
+        return None if raw is None else SMTPResponse(raw.code, raw.message)
 
     async def docmd(self, cmd: str, args: str = "") -> SMTPResponse:
         """Send a command and return the server's reply.
@@ -1042,11 +1064,13 @@ class AsyncSMTP:
 
     async def _end_of_data_reply(self) -> SMTPResponse:
         self._final_reply_pending = True
-        code, repl = await self.getreply()
+        reply = self._arrived_reply() or await self.getreply()
         self._final_reply_pending = False
-        reply = SMTPResponse(code, repl)
+        if type(reply) is not SMTPResponse:  # a getreply() override's own tuple
+            code, repl = reply
+            reply = SMTPResponse(code, repl)
         if self.debuglevel > 0:
-            self._print_debug("data:", (code, repl))
+            self._print_debug("data:", tuple(reply))
         self._last_data_response = reply
         return reply
 
@@ -1581,7 +1605,7 @@ class AsyncSMTP:
                     b"%bBDAT %d LAST\r\n%b" % (envelope, len(payload), payload)
                 )
                 self._final_reply_pending = True
-        code, resp = await self.getreply()
+        code, resp = self._arrived_reply() or await self.getreply()
         if code == 421:
             self._final_reply_pending = False  # the server is closing
             self.close()
@@ -1591,7 +1615,7 @@ class AsyncSMTP:
         )
         senderrs: SendErrors = {}
         for each in recipients:
-            rcpt_code, rcpt_resp = await self.getreply()
+            rcpt_code, rcpt_resp = self._arrived_reply() or await self.getreply()
             if sender_refused is not None:
                 continue  # answers to a transaction that never started
             if rcpt_code in (250, 251):
@@ -1610,7 +1634,7 @@ class AsyncSMTP:
                 senderrs,
                 sender_refused or len(senderrs) == len(recipients),
             )
-        data_code, data_resp = await self.getreply()
+        data_code, data_resp = self._arrived_reply() or await self.getreply()
         if sender_refused is None and self.debuglevel > 0:
             self._print_debug("data:", (data_code, data_resp))
         if sender_refused is not None or len(senderrs) == len(recipients):

@@ -176,6 +176,7 @@ class Transport:
         "_buffer",
         "_closed",
         "_deadline",
+        "_drained",
         "_fd",
         "_loop",
         "_parser",
@@ -227,6 +228,8 @@ class Transport:
         self._waiting_read = False
         #: What the reader's ``recv`` raised, for the task that reads next.
         self._read_error: OSError | None = None
+        #: The last read found nothing: the next one waits first.
+        self._drained = False
 
     @property
     def times_waits_itself(self) -> bool:
@@ -358,6 +361,7 @@ class Transport:
             self._read_error = exc
             self._stop_reading()
         else:
+            self._drained = False
             if received:
                 self._parser.feed(memoryview(self._buffer)[:received])
                 if not self._waiting_read and self._parser.buffered > _READ_AHEAD:
@@ -432,6 +436,12 @@ class Transport:
             if error is not None:
                 self._read_error = None
                 raise error
+            if self._drained:
+                # arrived_reply() has just found the socket empty.
+                self._drained = False
+                if await self._wait(True, deadline):
+                    return
+                continue
             try:
                 received = sock.recv_into(self._buffer)
             except (BlockingIOError, ssl.SSLWantReadError):
@@ -448,6 +458,41 @@ class Transport:
             else:
                 self._parser.feed_eof()
             return
+
+    def arrived_reply(self) -> RawReply | None:
+        """The next complete reply if it has arrived, else ``None``: one already
+        read, or one that a single non-blocking read finds (on one CPU the
+        server has often answered by now).  It never waits, so it needs no
+        deadline and no trip through the event loop; when it finds nothing,
+        :meth:`receive_reply` waits without reading again first.
+
+        :raises ReplyLimitError: the reply exceeded a limit.
+        """
+        parser = self._parser
+        reply = parser.next_reply()
+        if (
+            reply is not None
+            or self._drained
+            or self._closed
+            or self._read_error is not None
+        ):
+            return reply
+        try:
+            received = self._sock.recv_into(self._buffer)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            self._drained = True
+            return None
+        except ssl.SSLWantWriteError:
+            return None  # receive_reply() reads again and waits to write
+        except OSError as exc:
+            # receive_reply() raises it, as it does its own reads' errors.
+            self._read_error = exc
+            return None
+        if received:
+            parser.feed(memoryview(self._buffer)[:received])
+        else:
+            parser.feed_eof()
+        return parser.next_reply()
 
     async def receive_reply(self, timeout: float | None) -> RawReply:
         """Return the next complete reply.
@@ -514,6 +559,8 @@ class Transport:
         """
         sock = self._sock
         view = memoryview(data)
+        # A reply to what goes out now is worth a read before any wait.
+        self._drained = False
         try:
             # The common case, a command or a chunk that fits the socket buffer,
             # needs no wait and so no cancel scope.
@@ -557,6 +604,7 @@ class Transport:
         if self._reader_on:
             self._stop_reading()
         self._parser.clear()
+        self._drained = False
         try:
             tls_sock = context.wrap_socket(
                 self._sock,
