@@ -1064,7 +1064,8 @@ class AsyncSMTP:
 
     async def _end_of_data_reply(self) -> SMTPResponse:
         self._final_reply_pending = True
-        reply = self._arrived_reply() or await self.getreply()
+        # Not _arrived_reply(): data() takes this path with a getreply() hook.
+        reply = await self.getreply()
         self._final_reply_pending = False
         if type(reply) is not SMTPResponse:  # a getreply() override's own tuple
             code, repl = reply
