@@ -5,19 +5,28 @@ A server that drops the connection (many close after N messages, often with a
 more on the new connection.  A timeout is not retried: the server may have
 taken the message without answering in time, and a second copy is worse than
 a reported failure.
+
+Ctrl-C (SIGINT) stops the run and still prints the summary, with the message
+that was on its way when the server may have taken it, and exits with 130.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TextIO
+
+import anyio
+import anyio.abc
 
 from ._cli_common import ConnectionOptions
 from ._cli_errors import CliError, ExitCode, describe_reply
 from ._cli_message import Outgoing, Recipient
-from ._cli_session import Login, open_session, quit_quietly
+from ._cli_session import Login, open_session, quit_quietly, server_offers
 from ._client import AsyncSMTP
 from ._errors import (
     SMTPException,
@@ -94,6 +103,14 @@ class _Tally:
     def done(self) -> int:
         return self.sent + self.refused + self.failed
 
+    def fail(self, recipient: Recipient, refused: bool, reason: str) -> None:
+        if refused:
+            self.refused += 1
+        else:
+            self.failed += 1
+        kind = "refused" if refused else "failed"
+        self.problems.append(f"{recipient.address}: {kind}: {reason}")
+
 
 def _retryable(exc: BaseException, client: AsyncSMTP) -> bool:
     """Whether the message may be tried again on a new connection: the server
@@ -119,80 +136,197 @@ def _problem(exc: BaseException) -> tuple[bool, str]:
     return False, str(exc) or type(exc).__name__
 
 
+async def _cancel_on_sigint(
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` on the first SIGINT; a second one interrupts as usual
+    (the handler is gone by then)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGINT))
+        except (NotImplementedError, RuntimeError, ValueError):
+            # No signal handlers here (Windows' event loops, another thread):
+            # Ctrl-C stays a KeyboardInterrupt, without the summary.
+            task_status.started()
+            return
+        task_status.started()
+        async for _signum in signals:
+            scope.cancel()
+            return
+
+
+async def _interruptible(send: Callable[[], Awaitable[None]]) -> bool:
+    """Run ``send`` until it returns or Ctrl-C (SIGINT) cancels it.
+
+    :returns: whether Ctrl-C cancelled it.
+    """
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as group:
+        sending = anyio.CancelScope()
+        await group.start(_cancel_on_sigint, sending)
+        try:
+            with sending:
+                await send()
+        except (Exception, KeyboardInterrupt) as exc:  # re-raised below
+            # Out of the task group as it is, not in an ExceptionGroup (a
+            # KeyboardInterrupt comes where no signal receiver could be set).
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return sending.cancelled_caught
+
+
+@dataclass
+class _BulkRun:
+    """One ``--to-file`` run: the connection, the counts, where it stopped."""
+
+    options: ConnectionOptions
+    login: Login
+    outgoing: Outgoing
+    recipients: list[Recipient]
+    tally: _Tally = field(default_factory=_Tally)
+    client: AsyncSMTP | None = None
+    #: Why the run stopped before the end: the server went away for good.
+    lost: CliError | None = None
+    #: The recipient whose transaction is under way, and its client.
+    in_flight: tuple[Recipient, AsyncSMTP] | None = None
+    progress: Progress = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = Progress(
+            len(self.recipients),
+            sys.stderr,
+            enabled=sys.stderr.isatty() and not self.options.verbose,
+        )
+
+    async def send_all(self) -> None:
+        """Send each copy; stop early when the server is gone for good.
+
+        :raises CliError: the first connection or login failed, or the message
+            cannot go to this server at all (nothing was sent).
+        """
+        self.client = await open_session(self.options, self.login)
+        for recipient in self.recipients:
+            await self._send(recipient)
+            if self.lost is not None:
+                break
+            tally = self.tally
+            self.progress.update(tally.done, tally.sent, tally.refused, tally.failed)
+
+    async def _send(self, recipient: Recipient) -> None:
+        """Send one copy, on a new connection once more if the server closed
+        the connection before taking it."""
+        for attempt in (1, 2):
+            client = self.client
+            if client is None or not client.is_connected:
+                try:
+                    client = self.client = await open_session(self.options, self.login)
+                except CliError as exc:
+                    self.lost = exc
+                    return
+            try:
+                data, mail_options = self.outgoing.for_server(
+                    recipient, server_offers(client, self.options.where)
+                )
+            except CliError as exc:
+                if not self.tally.done:
+                    raise  # the first message: nothing can go to this server
+                self.tally.fail(recipient, False, exc.message)
+                return
+            # Left set when Ctrl-C cancels the transaction (report() looks).
+            self.in_flight = recipient, client
+            try:
+                await client.sendmail(
+                    self.outgoing.sender, [recipient.address], data, mail_options
+                )
+            except (SMTPException, OSError) as exc:
+                self.in_flight = None
+                if attempt == 1 and _retryable(exc, client):
+                    continue
+                self.tally.fail(recipient, *_problem(exc))
+            else:
+                self.in_flight = None
+                self.tally.sent += 1
+            return
+
+    async def close(self) -> None:
+        """QUIT, or only close a connection a Ctrl-C left in a transaction."""
+        self.progress.finish()
+        if self.client is not None:
+            await quit_quietly(self.client)
+
+    def report(self, interrupted: bool) -> int:
+        """Print the summary.
+
+        :returns: the exit status.
+        """
+        tally = self.tally
+        if interrupted and self.in_flight is not None:
+            recipient, client = self.in_flight
+            if client.final_reply_pending:
+                # The whole message went; the server may have taken it.
+                tally.failed += 1
+                tally.problems.append(
+                    f"{recipient.address}: unknown: interrupted while waiting "
+                    "for the server's reply to the message: it may have been "
+                    "delivered"
+                )
+        total = len(self.recipients)
+        not_attempted = total - tally.done
+        for line in tally.problems:
+            print(f"anysmtp: {line}", file=sys.stderr)
+        plural = "" if not_attempted == 1 else "s"
+        if self.lost is not None:
+            print(
+                f"anysmtp: {self.lost.message}; {not_attempted} message{plural} "
+                "not sent",
+                file=sys.stderr,
+            )
+        elif interrupted and not_attempted:
+            first = self.recipients[tally.done].address
+            print(
+                f"anysmtp: interrupted; {not_attempted} message{plural} not sent, "
+                f"starting with {first}",
+                file=sys.stderr,
+            )
+        elif interrupted:
+            print("anysmtp: interrupted", file=sys.stderr)
+        summary = (
+            f"sent {tally.sent} of {total} messages: "
+            f"{tally.refused} refused, {tally.failed + not_attempted} failed"
+        )
+        print(summary + (" (interrupted)" if interrupted else ""), flush=True)
+        sys.stderr.flush()
+        if interrupted:
+            return ExitCode.INTERRUPTED
+        if self.lost is not None:
+            return ExitCode.CONNECTION
+        if tally.sent == total:
+            return ExitCode.OK
+        return ExitCode.PARTIAL if tally.sent else ExitCode.REFUSED
+
+
 async def send_bulk(
     options: ConnectionOptions,
     login: Login,
     outgoing: Outgoing,
     recipients: list[Recipient],
 ) -> int:
-    """Send a copy of ``outgoing`` to each recipient; print a summary.
+    """Send a copy of ``outgoing`` to each recipient; print a summary, also
+    when Ctrl-C stops the run.
 
     :returns: the exit status: 0 when every message was sent, 6 when some
-        were, 5 when none was, 3 when the connection was lost for good.
-    :raises CliError: the first connection or login failed (nothing was sent).
+        were, 5 when none was, 3 when the connection was lost for good, 130
+        when interrupted.
+    :raises CliError: the first connection or login failed, or the message
+        cannot go to the server (nothing was sent).
     """
-    tally = _Tally()
-    progress = Progress(
-        len(recipients),
-        sys.stderr,
-        enabled=sys.stderr.isatty() and not options.verbose,
-    )
-    lost: CliError | None = None
-    client = await open_session(options, login)
+    run = _BulkRun(options, login, outgoing, recipients)
     try:
-        for recipient in recipients:
-            data, mail_options = outgoing.for_recipient(recipient)
-            for attempt in (1, 2):
-                if not client.is_connected:
-                    try:
-                        client = await open_session(options, login)
-                    except CliError as exc:
-                        lost = exc
-                        break
-                try:
-                    await client.sendmail(
-                        outgoing.sender, [recipient.address], data, mail_options
-                    )
-                except (SMTPException, OSError) as exc:
-                    if attempt == 1 and _retryable(exc, client):
-                        continue
-                    refused, reason = _problem(exc)
-                    if refused:
-                        tally.refused += 1
-                    else:
-                        tally.failed += 1
-                    kind = "refused" if refused else "failed"
-                    tally.problems.append(f"{recipient.address}: {kind}: {reason}")
-                else:
-                    tally.sent += 1
-                break
-            if lost is not None:
-                break
-            progress.update(tally.done, tally.sent, tally.refused, tally.failed)
+        interrupted = await _interruptible(run.send_all)
     finally:
-        progress.finish()
-        await quit_quietly(client)
-    return _report(tally, len(recipients), lost)
-
-
-def _report(tally: _Tally, total: int, lost: CliError | None) -> int:
-    not_attempted = total - tally.done
-    for line in tally.problems:
-        print(f"anysmtp: {line}", file=sys.stderr)
-    if lost is not None:
-        print(
-            f"anysmtp: {lost.message}; {not_attempted} message"
-            f"{'' if not_attempted == 1 else 's'} not sent",
-            file=sys.stderr,
-        )
-    summary = (
-        f"sent {tally.sent} of {total} messages: "
-        f"{tally.refused} refused, {tally.failed + not_attempted} failed"
-    )
-    print(summary, flush=True)
-    sys.stderr.flush()
-    if lost is not None:
-        return ExitCode.CONNECTION
-    if tally.sent == total:
-        return ExitCode.OK
-    return ExitCode.PARTIAL if tally.sent else ExitCode.REFUSED
+        await run.close()
+    return run.report(interrupted)

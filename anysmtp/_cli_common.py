@@ -1,14 +1,18 @@
-"""What ``anysmtp send`` and ``anysmtp probe`` share: the connection options
-(server, port, TLS mode, CA file, timeout, backend) and the password sources."""
+"""What the subcommands share: how a subcommand is added, the connection
+options of ``send`` and ``probe`` (server, port, TLS mode, CA file, timeout,
+backend), optional dependencies, and the password sources."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import importlib
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._cli_errors import CliError, ExitCode
 from ._client import DEFAULT_TIMEOUT, SUBMISSION_PORT, SUBMISSIONS_PORT, AsyncSMTP
@@ -16,18 +20,28 @@ from ._client import DEFAULT_TIMEOUT, SUBMISSION_PORT, SUBMISSIONS_PORT, AsyncSM
 __all__ = [
     "PASSWORD_ENV",
     "ConnectionOptions",
+    "add_command",
     "add_connection_options",
     "check_backend",
     "connection_options",
     "format_address",
+    "listening_port",
     "parse_server",
+    "port_number",
     "read_password",
     "read_secret_file",
+    "require_module",
 ]
 
 #: The environment variable ``anysmtp send`` takes the password from when no
 #: other source is given.
 PASSWORD_ENV = "ANYSMTP_PASSWORD"
+
+
+def _is_port(text: str, lowest: int = 1) -> bool:
+    """Whether ``text`` is a port number from ``lowest`` to 65535, in ASCII
+    digits (``str.isdigit`` is true of ``²`` too, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit() and lowest <= int(text) < 65536
 
 
 def parse_server(text: str) -> tuple[str, int]:
@@ -53,9 +67,7 @@ def parse_server(text: str) -> tuple[str, int]:
         raise CliError(ExitCode.USAGE, f"no host in {text!r}")
     if not port_text:
         return host, 0
-    if not (port_text.isascii() and port_text.isdigit()) or not (
-        0 < int(port_text) < 65536
-    ):
+    if not _is_port(port_text):
         raise CliError(ExitCode.USAGE, f"not a port number: {port_text!r}")
     return host, int(port_text)
 
@@ -75,10 +87,46 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+def port_number(text: str) -> int:
+    """``--port``: 1 to 65535."""
+    if not _is_port(text):
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     return int(text)
+
+
+def listening_port(text: str) -> int:
+    """A port to listen on: 0 to 65535 (0 picks a free one)."""
+    if not _is_port(text, lowest=0):
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return int(text)
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    epilog: str,
+    run: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """Add a subcommand that runs ``run``; its help keeps the line breaks of
+    ``description`` and ``epilog``, and it takes no abbreviated options.
+
+    :param subparsers: what :meth:`argparse.ArgumentParser.add_subparsers`
+        returned.
+    :param summary: the one line ``anysmtp --help`` shows for it.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.set_defaults(run=run)
+    return parser
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -86,33 +134,28 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--port",
-        type=_port,
+        type=port_number,
         help="the server's port (default: 465 with --tls, 587 with --starttls, "
         "else 25, unless the server is given as host:port)",
     )
     modes = group.add_mutually_exclusive_group()
-    modes.add_argument(
-        "--tls",
-        dest="tls_mode",
-        action="store_const",
-        const="tls",
-        help="speak TLS from the start (implicit TLS, port 465)",
-    )
-    modes.add_argument(
-        "--starttls",
-        dest="tls_mode",
-        action="store_const",
-        const="starttls",
-        help="require STARTTLS: fail if the server does not offer it",
-    )
-    modes.add_argument(
-        "--no-tls",
-        dest="tls_mode",
-        action="store_const",
-        const="none",
-        help="never use TLS (default: upgrade with STARTTLS when offered; "
-        "without TLS, credentials go only to localhost unless --no-tls)",
-    )
+    for option, mode, what in (
+        ("--tls", "tls", "speak TLS from the start (implicit TLS, port 465)"),
+        (
+            "--starttls",
+            "starttls",
+            "require STARTTLS: fail if the server does not offer it",
+        ),
+        (
+            "--no-tls",
+            "none",
+            "never use TLS (default: upgrade with STARTTLS when offered; "
+            "without TLS, credentials go only to localhost unless --no-tls)",
+        ),
+    ):
+        modes.add_argument(
+            option, dest="tls_mode", action="store_const", const=mode, help=what
+        )
     group.add_argument(
         "--cafile",
         metavar="PEM",
@@ -248,16 +291,21 @@ def connection_options(args: argparse.Namespace, server: str) -> ConnectionOptio
     )
 
 
+def require_module(name: str, message: str) -> None:
+    """Import an optional dependency, to fail early and clearly without it.
+
+    :raises CliError: ``name`` cannot be imported (status 2, ``message``).
+    """
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        raise CliError(ExitCode.USAGE, message) from None
+
+
 def check_backend(name: str) -> None:
     """:raises CliError: the backend's event loop library is not installed."""
     if name == "trio":
-        try:
-            import trio  # noqa: F401
-        except ImportError:
-            raise CliError(
-                ExitCode.USAGE,
-                "--backend trio needs trio: pip install 'anysmtp[trio]'",
-            ) from None
+        require_module("trio", "--backend trio needs trio: pip install 'anysmtp[trio]'")
 
 
 def read_secret_file(path: str, what: str) -> str:

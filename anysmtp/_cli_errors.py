@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from ._errors import (
     SMTPAuthenticationError,
@@ -35,7 +36,11 @@ __all__ = [
     "classify_auth_error",
     "classify_connect_error",
     "classify_transaction_error",
+    "describe_refusals",
     "describe_reply",
+    "no_starttls",
+    "raise_classified",
+    "refused_connection",
 ]
 
 
@@ -70,7 +75,7 @@ exit status:
   4    authentication failed: credentials refused, or no usable AUTH
   5    not sent: the sender, every recipient or the message was refused
   6    sent, but some recipients were refused (listed on stderr)
-  130  interrupted"""
+  130  interrupted (Ctrl-C)"""
 
 
 class CliError(Exception):
@@ -94,6 +99,45 @@ def describe_reply(code: int, message: bytes | str) -> str:
     """A server reply on one line: ``550 5.1.1 no such user``."""
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
     return f"{code} {' '.join(text.split())}".strip()
+
+
+def _reply_of(exc: SMTPResponseException) -> str:
+    return describe_reply(exc.smtp_code, exc.smtp_error)
+
+
+def describe_refusals(refused: Mapping[str, tuple[int, bytes]]) -> list[str]:
+    """One line per refused recipient: ``a@b: 550 5.1.1 no such user``."""
+    return [
+        f"{address}: {describe_reply(code, text)}"
+        for address, (code, text) in refused.items()
+    ]
+
+
+def refused_connection(where: str, code: int, message: bytes | str) -> CliError:
+    """The greeting was not 220."""
+    return CliError(
+        ExitCode.CONNECTION,
+        f"{where} refused the connection: {describe_reply(code, message)}",
+    )
+
+
+def no_starttls(where: str) -> CliError:
+    """``--starttls`` and a server that does not offer it."""
+    return CliError(
+        ExitCode.CONNECTION,
+        f"{where} does not offer STARTTLS, and --starttls requires it",
+    )
+
+
+def raise_classified(exc: BaseException, error: CliError | None) -> NoReturn:
+    """Raise what a ``classify_*`` function made of ``exc``, or ``exc`` itself
+    when it is of no kind the command line reports (a bug: a traceback).
+
+    Call it in the ``except`` clause that caught ``exc``.
+    """
+    if error is None:
+        raise exc
+    raise error from None
 
 
 def _network_error(exc: BaseException, where: str, connecting: bool) -> CliError | None:
@@ -132,19 +176,15 @@ def classify_connect_error(exc: BaseException, where: str) -> CliError | None:
 
     :returns: ``None`` for an exception that is not a connection failure.
     """
-    error = _network_error(exc, where, connecting=True)
-    if error is not None:
-        return error
+    return _network_error(exc, where, connecting=True) or _session_error(exc, where)
+
+
+def _session_error(exc: BaseException, where: str) -> CliError | None:
     if isinstance(exc, SMTPNotSupportedError):
-        return CliError(
-            ExitCode.CONNECTION,
-            f"{where} does not offer STARTTLS, and --starttls requires it",
-        )
+        return no_starttls(where)
     if isinstance(exc, SMTPResponseException):
         return CliError(
-            ExitCode.CONNECTION,
-            f"{where} refused the session: "
-            f"{describe_reply(exc.smtp_code, exc.smtp_error)}",
+            ExitCode.CONNECTION, f"{where} refused the session: {_reply_of(exc)}"
         )
     return None
 
@@ -157,14 +197,14 @@ def classify_auth_error(
     :param over_tls: whether the connection was encrypted (for a hint).
     :returns: ``None`` for an exception of another kind.
     """
-    error = _network_error(exc, where, connecting=False)
-    if error is not None:
-        return error
+    return _network_error(exc, where, connecting=False) or _auth_error(
+        exc, where, over_tls
+    )
+
+
+def _auth_error(exc: BaseException, where: str, over_tls: bool) -> CliError | None:
     if isinstance(exc, SMTPAuthenticationError):
-        return CliError(
-            ExitCode.AUTH,
-            f"authentication failed: {describe_reply(exc.smtp_code, exc.smtp_error)}",
-        )
+        return CliError(ExitCode.AUTH, f"authentication failed: {_reply_of(exc)}")
     if isinstance(exc, SMTPNotSupportedError):
         hint = (
             ""
@@ -183,37 +223,32 @@ def classify_transaction_error(exc: BaseException, where: str) -> CliError | Non
 
     :returns: ``None`` for an exception of another kind.
     """
-    error = _network_error(exc, where, connecting=False)
-    if error is not None:
-        return error
+    return _network_error(exc, where, connecting=False) or _transaction_error(
+        exc, where
+    )
+
+
+def _transaction_error(exc: BaseException, where: str) -> CliError | None:
     if isinstance(exc, SMTPRecipientsRefused):
         return CliError(
             ExitCode.REFUSED,
             "not sent: every recipient was refused",
-            [
-                f"{address}: {describe_reply(code, text)}"
-                for address, (code, text) in exc.recipients.items()
-            ],
+            describe_refusals(exc.recipients),
         )
     if isinstance(exc, SMTPSenderRefused):
         return CliError(
             ExitCode.REFUSED,
-            f"not sent: the sender {exc.sender} was refused: "
-            f"{describe_reply(exc.smtp_code, exc.smtp_error)}",
+            f"not sent: the sender {exc.sender} was refused: {_reply_of(exc)}",
         )
     if isinstance(exc, SMTPDataError):
         return CliError(
-            ExitCode.REFUSED,
-            "not sent: the message was refused: "
-            f"{describe_reply(exc.smtp_code, exc.smtp_error)}",
+            ExitCode.REFUSED, f"not sent: the message was refused: {_reply_of(exc)}"
         )
     if isinstance(exc, SMTPNotSupportedError):
         return CliError(ExitCode.REFUSED, f"not sent: {exc}")
     if isinstance(exc, SMTPResponseException):
         return CliError(
-            ExitCode.ERROR,
-            f"unexpected reply from {where}: "
-            f"{describe_reply(exc.smtp_code, exc.smtp_error)}",
+            ExitCode.ERROR, f"unexpected reply from {where}: {_reply_of(exc)}"
         )
     if isinstance(exc, SMTPException):
         return CliError(ExitCode.ERROR, f"{where}: {exc}")

@@ -4,26 +4,43 @@ Nothing here touches the network.  A composed message gets ``Date`` and
 ``Message-ID`` like a mail client would add them; a ready message (``--eml``)
 is sent byte for byte, unless it has ``Bcc`` headers, which must not reach the
 wire (it is then flattened without them, as ``send_message`` does).
+
+8-bit content goes with ``BODY=8BITMIME`` to a server that offers it.  To one
+that does not, a composed message has its 8-bit text parts re-encoded as
+quoted-printable, and a ready message is not sent (re-encoding it would change
+bytes a signature may cover): see :meth:`Outgoing.for_server`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import email.policy
 import email.utils
 import mimetypes
 import os
+import quopri
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 
 from ._cli_errors import CliError, ExitCode
 from ._message import prepare_message
 
-__all__ = ["Outgoing", "Recipient", "build", "read_recipient_file"]
+__all__ = [
+    "NULL_SENDER",
+    "Outgoing",
+    "Recipient",
+    "ServerOffers",
+    "build",
+    "read_recipient_file",
+]
+
+#: How ``--from`` names the null reverse-path (RFC 5321 4.5.5: bounces, DSNs).
+NULL_SENDER = "<>"
 
 #: RFC 5322 field names: printable ASCII except the colon.
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")
@@ -45,13 +62,29 @@ class Recipient:
     address: str
 
 
+@dataclass(frozen=True)
+class ServerOffers:
+    """What the server offers that decides how 8-bit content may go."""
+
+    #: The server offers 8BITMIME (RFC 6152).
+    eightbitmime: bool
+    #: The server offers BINARYMIME and CHUNKING (RFC 3030): the client sends
+    #: a message with NUL bytes as ``BODY=BINARYMIME`` on its own.
+    binarymime: bool
+    #: ``host:port``, for messages.
+    where: str
+
+
 @dataclass
 class Outgoing:
     """What ``send`` sends: an envelope and a message.
 
-    For bulk sending, :meth:`for_recipient` gives each recipient's copy.
+    :meth:`for_server` gives the bytes of each transaction: the message for
+    every recipient, or for bulk sending each recipient's copy, fitted to what
+    the server offers.
     """
 
+    #: The envelope sender; ``""`` for the null reverse-path (``<>``).
     sender: str
     recipients: list[str]
     data: bytes
@@ -60,12 +93,53 @@ class Outgoing:
     message: EmailMessage | None
     #: The domain for new Message-IDs.
     domain: str
+    #: The composed message with its 8-bit parts quoted-printable, made when
+    #: a server without 8BITMIME first needs it.
+    _seven_bit: EmailMessage | None = field(default=None, init=False, repr=False)
 
-    def for_recipient(self, recipient: Recipient) -> tuple[bytes, tuple[str, ...]]:
-        """The message for one bulk recipient: addressed to them alone (a
-        composed message gets its own ``To`` and ``Message-ID``), or the ready
-        message unchanged."""
+    def for_server(
+        self, recipient: Recipient | None, server: ServerOffers
+    ) -> tuple[bytes, tuple[str, ...]]:
+        """The bytes and MAIL options of one transaction, for ``recipient``
+        alone (bulk) or for every recipient (``None``), fitted to the server.
+
+        8-bit content goes with ``BODY=8BITMIME`` when the server offers it (a
+        message whose addresses need SMTPUTF8 has it already, as
+        ``send_message`` adds both).  Otherwise a composed message goes with
+        its 8-bit text parts quoted-printable.
+
+        :raises CliError: a ready message has 8-bit content and the server
+            does not offer 8BITMIME (nothing may be sent: status 5).
+        """
+        data, options = self._copy(recipient, seven_bit=False)
+        if (
+            data.isascii()
+            or any(each.upper().startswith("BODY=") for each in options)
+            # NUL bytes are not 8BITMIME: the client chooses BINARYMIME.
+            or (server.binarymime and b"\0" in data)
+        ):
+            return data, options
+        if server.eightbitmime:
+            return data, (*options, "BODY=8BITMIME")
+        if self.message is not None:
+            data, options = self._copy(recipient, seven_bit=True)
+            if data.isascii():
+                return data, options
+        raise CliError(
+            ExitCode.REFUSED,
+            f"not sent: the message has 8-bit content and {server.where} does not "
+            "offer 8BITMIME (encode it as quoted-printable or base64)",
+        )
+
+    def _copy(
+        self, recipient: Recipient | None, *, seven_bit: bool
+    ) -> tuple[bytes, tuple[str, ...]]:
+        """The message for every recipient, or for one bulk recipient:
+        addressed to them alone (a composed message gets its own ``To`` and
+        ``Message-ID``), or the ready message unchanged."""
         if self.message is None:
+            if recipient is None:
+                return self.data, self.mail_options
             if (self.sender + recipient.address).isascii():
                 # Only an international address needs SMTPUTF8 (and the
                 # 8BITMIME that comes with it): not every copy of the list.
@@ -75,13 +149,40 @@ class Outgoing:
                     if each.upper() not in ("SMTPUTF8", "BODY=8BITMIME")
                 )
             return self.data, self.mail_options
+        if recipient is None and not seven_bit:
+            return self.data, self.mail_options
         message = self.message
-        _set_header(message, "To", recipient.display)
-        _set_header(message, "Message-ID", email.utils.make_msgid(domain=self.domain))
+        if seven_bit:
+            if self._seven_bit is None:
+                self._seven_bit = _quoted_printable(self.message)
+            message = self._seven_bit
+        recipients = self.recipients
+        if recipient is not None:
+            _set_header(message, "To", recipient.display)
+            _set_header(
+                message, "Message-ID", email.utils.make_msgid(domain=self.domain)
+            )
+            recipients = [recipient.address]
         prepared = prepare_message(
-            message, self.sender, [recipient.address], (), smtputf8_supported=_yes
+            message, self.sender, recipients, (), smtputf8_supported=_yes
         )
         return prepared.data, prepared.mail_options
+
+
+def _quoted_printable(message: EmailMessage) -> EmailMessage:
+    """A copy of ``message`` whose 8-bit parts are quoted-printable: readable
+    where the text is mostly ASCII, and 7-bit for a server without 8BITMIME.
+    Other headers stay where they are."""
+    encoded = copy.deepcopy(message)
+    for part in encoded.walk():
+        cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+        if part.is_multipart() or cte != "8bit":
+            continue
+        raw = part.get_payload(decode=True)
+        assert isinstance(raw, bytes)  # a part that is not multipart
+        part.set_payload(quopri.encodestring(raw).decode("ascii"))
+        part.replace_header("Content-Transfer-Encoding", "quoted-printable")
+    return encoded
 
 
 def _set_header(message: EmailMessage, name: str, value: str) -> None:
@@ -136,6 +237,9 @@ def _display(name: str, address: str) -> str:
 
 
 def _sender(value: str) -> str:
+    """The envelope sender ``--from`` gives: ``""`` for the null sender."""
+    if value.strip() == NULL_SENDER:
+        return ""
     parsed = _parse(value)
     if parsed is None or len(parsed) != 1:
         raise CliError(ExitCode.USAGE, f"--from: not one address: {value!r}")
@@ -218,9 +322,24 @@ def _compose(
     """The message the options describe; for bulk sending, addressed to the
     ``first`` recipient (each copy gets its own ``To``)."""
     message = EmailMessage()
-    domain = sender.rpartition("@")[2] or "localhost"
+    headers = _headers(args.header)
+    author = sender
+    if not sender:
+        # Bounces come from <>, but their From header names a mailbox
+        # (MAILER-DAEMON@...), which only the user can say.
+        given = [value for name, value in headers if name.lower() == "from"]
+        if not given:
+            raise CliError(
+                ExitCode.USAGE,
+                f"--from {NULL_SENDER} (the null sender) is not a From header: "
+                "give one with --header 'From: ADDRESS'",
+            )
+        parsed = _parse(given[0])
+        author = parsed[0].address if parsed else ""
+    domain = author.rpartition("@")[2] or "localhost"
     try:
-        message["From"] = args.sender
+        if sender:
+            message["From"] = args.sender
         if first is not None:
             message["To"] = first.display
         for option, name in (("to", "To"), ("cc", "Cc"), ("bcc", "Bcc")):
@@ -234,7 +353,6 @@ def _compose(
         message["Date"] = email.utils.formatdate(localtime=True)
         # Given a domain, make_msgid does not look up this machine's name.
         message["Message-ID"] = email.utils.make_msgid(domain=domain)
-        headers = _headers(args.header)
         if any(name.lower() == "content-transfer-encoding" for name, _ in headers):
             raise ValueError(
                 "Content-Transfer-Encoding is chosen for the body; it cannot be set"
@@ -412,7 +530,7 @@ def _ready_message(
         )
     except (ValueError, TypeError, IndexError) as exc:
         raise CliError(ExitCode.USAGE, f"--eml: cannot use {path}: {exc}") from None
-    if not prepared.sender:
+    if sender is None and not prepared.sender:
         raise CliError(
             ExitCode.USAGE, f"--eml: {path} has no From or Sender address: give --from"
         )

@@ -24,6 +24,7 @@ import anyio
 
 from ._cli_common import (
     ConnectionOptions,
+    add_command,
     add_connection_options,
     check_backend,
     connection_options,
@@ -34,6 +35,9 @@ from ._cli_errors import (
     ExitCode,
     classify_connect_error,
     describe_reply,
+    no_starttls,
+    raise_classified,
+    refused_connection,
 )
 from ._client import AsyncSMTP
 from ._errors import SMTPException
@@ -73,15 +77,14 @@ def add_parser(subparsers: Any) -> None:
     :param subparsers: what :meth:`argparse.ArgumentParser.add_subparsers`
         returned.
     """
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "probe",
-        help="show what a server offers (extensions, AUTH, TLS, certificate)",
+        summary="show what a server offers (extensions, AUTH, TLS, certificate)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        run=run,
     )
-    parser.set_defaults(run=run)
     parser.add_argument("server", metavar="HOST[:PORT]", help="the server to probe")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_connection_options(parser)
@@ -128,10 +131,7 @@ async def _session(
         greeting = await client.connect()
         report["greeting"] = describe_reply(greeting.code, greeting.message)
         if greeting.code != 220:
-            raise CliError(
-                ExitCode.CONNECTION,
-                f"{options.where} refused the connection: {report['greeting']}",
-            )
+            raise refused_connection(options.where, *greeting)
         if options.tls_mode == "tls":
             report["tls"] = {"mode": "implicit", **_tls_details(client)}
         await _hello(client, report, "extensions")
@@ -144,20 +144,14 @@ async def _session(
             report["tls"] = {"mode": "starttls", **_tls_details(client)}
             await _hello(client, report, "extensions")
         elif options.tls_mode == "starttls":
-            raise CliError(
-                ExitCode.CONNECTION,
-                f"{options.where} does not offer STARTTLS, and --starttls requires it",
-            )
+            raise no_starttls(options.where)
         report["auth_mechanisms"] = client.supported_auth_methods
         report["size_limit"] = _size_limit(client)
         await client.quit()
     except ssl.SSLCertVerificationError:
         raise  # _probe connects again without verifying
     except (SMTPException, OSError) as exc:
-        error = classify_connect_error(exc, options.where)
-        if error is None:
-            raise
-        raise error from None
+        raise_classified(exc, classify_connect_error(exc, options.where))
     finally:
         client.close()
 

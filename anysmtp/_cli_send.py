@@ -13,6 +13,7 @@ from ._cli_bulk import send_bulk
 from ._cli_common import (
     PASSWORD_ENV,
     ConnectionOptions,
+    add_command,
     add_connection_options,
     check_backend,
     connection_options,
@@ -24,10 +25,12 @@ from ._cli_errors import (
     CliError,
     ExitCode,
     classify_transaction_error,
+    describe_refusals,
     describe_reply,
+    raise_classified,
 )
-from ._cli_message import Outgoing, Recipient, build
-from ._cli_session import Login, open_session, quit_quietly
+from ._cli_message import Outgoing, Recipient, ServerOffers, build
+from ._cli_session import Login, open_session, quit_quietly, server_offers
 from ._errors import SMTPException
 
 __all__ = ["add_parser", "run"]
@@ -36,7 +39,7 @@ _DESCRIPTION = """\
 Send a message composed from options (--from, --to, --subject, --body,
 --attach...) or a ready one (--eml FILE, - for stdin).  With --to-file, send
 one copy to each address of a file, over one connection, with a progress bar
-on a terminal and a summary at the end.
+on a terminal and a summary at the end (also after Ctrl-C).
 
 The password for --user comes from --password-file, --password-env, the
 ANYSMTP_PASSWORD environment variable or a prompt; never from the command
@@ -76,15 +79,14 @@ def add_parser(subparsers: Any) -> None:
     :param subparsers: what :meth:`argparse.ArgumentParser.add_subparsers`
         returned.
     """
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "send",
-        help="send a message",
+        summary="send a message",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        run=run,
     )
-    parser.set_defaults(run=run)
     parser.add_argument(
         "--server",
         default="localhost",
@@ -121,7 +123,8 @@ def add_parser(subparsers: Any) -> None:
         "--from",
         dest="sender",
         metavar="ADDRESS",
-        help="the sender (From header and envelope sender)",
+        help="the sender (From header and envelope sender); '<>' for the null "
+        "sender of bounces, with --header 'From: ...'",
     )
     for option, what in (
         ("to", "a recipient (To)"),
@@ -201,10 +204,17 @@ def _login(args: argparse.Namespace) -> Login:
     )
 
 
+#: What a dry run assumes of the server: the message is shown as it goes to
+#: one that offers 8BITMIME (most do).
+_DRY_RUN_SERVER = ServerOffers(eightbitmime=True, binarymime=False, where="")
+
+
 def _print_dry_run(outgoing: Outgoing, bulk: list[Recipient] | None) -> None:
-    options = "".join(" " + each for each in outgoing.mail_options)
+    data, mail_options = outgoing.for_server(
+        None if bulk is None else bulk[0], _DRY_RUN_SERVER
+    )
+    options = "".join(" " + each for each in mail_options)
     lines = ["dry run: nothing is sent", f"MAIL FROM:<{outgoing.sender}>{options}"]
-    data = outgoing.data
     if bulk is None:
         lines += [f"RCPT TO:<{each}>" for each in outgoing.recipients]
     else:
@@ -212,7 +222,6 @@ def _print_dry_run(outgoing: Outgoing, bulk: list[Recipient] | None) -> None:
             f"one message to each of {len(bulk)} recipients (the first follows):",
             *(f"RCPT TO:<{each.address}>" for each in bulk),
         ]
-        data, _options = outgoing.for_recipient(bulk[0])
     lines.append(f"message: {len(data)} bytes on stdout")
     print("\n".join(lines), file=sys.stderr, flush=True)
     sys.stdout.buffer.write(data)
@@ -224,15 +233,18 @@ async def _send_one(
 ) -> int:
     client = await open_session(options, login)
     try:
-        refused = await client.sendmail(
-            outgoing.sender, outgoing.recipients, outgoing.data, outgoing.mail_options
+        data, mail_options = outgoing.for_server(
+            None, server_offers(client, options.where)
         )
+        refused = await client.sendmail(
+            outgoing.sender, outgoing.recipients, data, mail_options
+        )
+    except CliError:
+        await quit_quietly(client)  # nothing was sent
+        raise
     except (SMTPException, OSError) as exc:
         await quit_quietly(client)  # a refusal leaves the session usable
-        error = classify_transaction_error(exc, options.where)
-        if error is None:
-            raise
-        raise error from None
+        raise_classified(exc, classify_transaction_error(exc, options.where))
     except ValueError as exc:
         await quit_quietly(client)
         raise CliError(ExitCode.USAGE, str(exc)) from None
@@ -248,10 +260,7 @@ async def _send_one(
             ExitCode.PARTIAL,
             f"sent, but {len(refused)} of {len(outgoing.recipients)} recipients "
             "were refused:",
-            [
-                f"{address}: {describe_reply(code, text)}"
-                for address, (code, text) in refused.items()
-            ],
+            describe_refusals(refused),
         )
     return ExitCode.OK
 

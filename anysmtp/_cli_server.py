@@ -19,7 +19,12 @@ import sys
 import weakref
 from typing import Any, BinaryIO
 
-from ._cli_common import format_address
+from ._cli_common import (
+    add_command,
+    format_address,
+    listening_port,
+    require_module,
+)
 from ._cli_errors import CliError, ExitCode
 
 __all__ = ["add_parser", "run"]
@@ -42,33 +47,26 @@ exit status:
   3    cannot listen on the address"""
 
 
-def _port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
-    return int(text)
-
-
 def add_parser(subparsers: Any) -> None:
     """Add ``server`` to the command line's subcommands.
 
     :param subparsers: what :meth:`argparse.ArgumentParser.add_subparsers`
         returned.
     """
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "server",
-        help="run a local debugging server that prints what it receives",
+        summary="run a local debugging server that prints what it receives",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        run=run,
     )
-    parser.set_defaults(run=run)
     parser.add_argument(
         "--host", default="127.0.0.1", help="the address to listen on (%(default)s)"
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=listening_port,
         default=8025,
         help="the port to listen on (%(default)s; 0 picks a free one)",
     )
@@ -192,13 +190,9 @@ def run(args: argparse.Namespace) -> int:
     :returns: the exit status.
     :raises CliError: aiosmtpd is missing, the Maildir or the address is unusable.
     """
-    try:
-        import aiosmtpd.smtp  # noqa: F401
-    except ImportError:
-        raise CliError(
-            ExitCode.USAGE,
-            "anysmtp server needs aiosmtpd: pip install 'anysmtp[server]'",
-        ) from None
+    require_module(
+        "aiosmtpd.smtp", "anysmtp server needs aiosmtpd: pip install 'anysmtp[server]'"
+    )
     maildir = None
     if args.maildir is not None:
         try:

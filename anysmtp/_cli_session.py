@@ -11,12 +11,14 @@ from ._cli_errors import (
     ExitCode,
     classify_auth_error,
     classify_connect_error,
-    describe_reply,
+    raise_classified,
+    refused_connection,
 )
+from ._cli_message import ServerOffers
 from ._client import AsyncSMTP
 from ._errors import SMTPException
 
-__all__ = ["Login", "is_loopback", "open_session", "quit_quietly"]
+__all__ = ["Login", "is_loopback", "open_session", "quit_quietly", "server_offers"]
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,10 @@ async def open_session(options: ConnectionOptions, login: Login) -> AsyncSMTP:
             await client.ehlo_or_helo_if_needed()
     except (SMTPException, OSError) as exc:
         client.close()
-        error = classify_connect_error(exc, options.where)
-        if error is None:
-            raise
-        raise error from None
+        raise_classified(exc, classify_connect_error(exc, options.where))
     if greeting.code != 220:
         client.close()
-        raise CliError(
-            ExitCode.CONNECTION,
-            f"{options.where} refused the connection: "
-            f"{describe_reply(greeting.code, greeting.message)}",
-        )
+        raise refused_connection(options.where, *greeting)
     if login.user is None:
         return client
     over_tls = client.get_transport_info("tls_version") is not None
@@ -85,10 +80,7 @@ async def open_session(options: ConnectionOptions, login: Login) -> AsyncSMTP:
             await client.login(login.user, login.password)
     except (SMTPException, OSError) as exc:
         client.close()
-        error = classify_auth_error(exc, options.where, over_tls)
-        if error is None:
-            raise
-        raise error from None
+        raise_classified(exc, classify_auth_error(exc, options.where, over_tls))
     except ValueError as exc:
         client.close()
         raise CliError(ExitCode.USAGE, str(exc)) from None
@@ -103,3 +95,12 @@ async def quit_quietly(client: AsyncSMTP) -> None:
         await client.quit()
     except (SMTPException, OSError):
         client.close()
+
+
+def server_offers(client: AsyncSMTP, where: str) -> ServerOffers:
+    """What the server of a session offers for 8-bit content (after EHLO)."""
+    return ServerOffers(
+        eightbitmime=client.has_extn("8bitmime"),
+        binarymime=client.has_extn("binarymime") and client.has_extn("chunking"),
+        where=where,
+    )

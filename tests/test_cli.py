@@ -1285,3 +1285,361 @@ def test_tls_to_a_plain_server_says_what_to_do(smtpd: AiosmtpdServer) -> None:
     assert result.status == 3
     assert "('" not in result.stderr
     assert "--starttls" in result.stderr
+
+
+# 8-bit content, the null sender, Ctrl-C in bulk ---------------------------------------
+
+FIXED_HEADERS = (
+    "--header",
+    "Date: Thu, 01 Jan 2026 00:00:00 +0000",
+    "--header",
+    "Message-ID: <fixed@example.com>",
+)
+
+
+def composed_8bit(body: bytes, encoding: bytes) -> bytes:
+    """The message ``send --subject café --body ... FIXED_HEADERS`` composes."""
+    return (
+        b"From: a@example.com\r\n"
+        b"To: b@example.com\r\n"
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\n"
+        b"Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n"
+        b"Message-ID: <fixed@example.com>\r\n"
+        b'Content-Type: text/plain; charset="utf-8"\r\n'
+        b"Content-Transfer-Encoding: " + encoding + b"\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"\r\n" + body
+    )
+
+
+EIGHT_BIT_EML = (
+    b"From: ann@example.com\r\n"
+    b"To: ben@example.com\r\n"
+    b"Subject: raw\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"gr\xc3\xbc\xc3\x9fe\r\n"
+)
+
+
+def test_8bit_content_goes_with_body_8bitmime_when_offered(
+    smtpd: AiosmtpdServer, smtpd_utf8: AiosmtpdServer, tmp_path: Path
+) -> None:
+    composed = run_cli(
+        *send_args(server_arg(smtpd))[:-2],
+        "--subject",
+        "café",
+        "--body",
+        "Héllo wörld",
+        *FIXED_HEADERS,
+    )
+    assert composed.status == 0, composed.stderr
+    eml = tmp_path / "raw.eml"
+    eml.write_bytes(EIGHT_BIT_EML)
+    ready = run_cli("send", "--server", server_arg(smtpd), "--eml", str(eml))
+    assert ready.status == 0, ready.stderr
+    ascii_only = run_cli(*send_args(server_arg(smtpd)))
+    assert ascii_only.status == 0, ascii_only.stderr
+    dry = run_cli(*send_args("localhost")[:-2], "--body", "Héllo", "--dry-run")
+    assert dry.stderr.splitlines()[1] == "MAIL FROM:<a@example.com> BODY=8BITMIME"
+    # An international address: SMTPUTF8 and one BODY=8BITMIME, as smtplib's
+    # send_message sends them.
+    international = run_cli(
+        "send", "--server", server_arg(smtpd_utf8), "--eml", str(eml), "--to", "jö@x.de"
+    )
+    assert international.status == 0, international.stderr
+    first, second, third = smtpd.messages
+    body = "Héllo wörld\r\n".encode()
+    assert first.mail_options == [f"SIZE={len(first.data)}", "BODY=8BITMIME"]
+    assert first.data == composed_8bit(body, b"8bit")
+    assert second.mail_options == [f"SIZE={len(EIGHT_BIT_EML)}", "BODY=8BITMIME"]
+    assert second.data == EIGHT_BIT_EML
+    # 7-bit content goes without a BODY parameter.
+    assert third.mail_options == [f"SIZE={len(third.data)}"]
+    [utf8] = smtpd_utf8.messages
+    assert (utf8.rcpt_tos, utf8.data) == (["jö@x.de"], EIGHT_BIT_EML)
+    assert utf8.mail_options == [
+        f"SIZE={len(EIGHT_BIT_EML)}",
+        "SMTPUTF8",
+        "BODY=8BITMIME",
+    ]
+
+
+def seven_bit_server(transcripts: list[bytes], messages: int) -> ScriptedServer:
+    """A server that offers neither 8BITMIME nor PIPELINING; it takes
+    ``messages`` messages on one connection, then expects QUIT."""
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"SIZE 100000",))
+        for _ in range(messages):
+            exchange(
+                conn,
+                (b"mail FROM:", b"250 ok\r\n"),
+                (b"rcpt TO:", b"250 ok\r\n"),
+                (b"data", b"354 go on\r\n"),
+            )
+            conn.read_data()
+            conn.send(b"250 queued\r\n")
+        exchange(conn, (b"quit", b"221 bye\r\n"))
+        transcripts.append(bytes(conn.received))
+
+    return ScriptedServer(script)
+
+
+def test_8bit_content_to_a_server_without_8bitmime(tmp_path: Path) -> None:
+    transcripts: list[bytes] = []
+    # A composed message is transfer-encoded (quoted-printable).
+    with seven_bit_server(transcripts, messages=1) as server:
+        composed = run_cli(
+            *send_args(server_arg(server))[:-2],
+            "--subject",
+            "café",
+            "--body",
+            "Héllo wörld",
+            "--ehlo-name",
+            "client.test",
+            *FIXED_HEADERS,
+        )
+    assert composed.status == 0, composed.stderr
+    data = composed_8bit(b"H=C3=A9llo w=C3=B6rld\r\n", b"quoted-printable")
+    assert transcripts[0] == (
+        b"ehlo client.test\r\n"
+        b"mail FROM:<a@example.com> size=%d\r\n"
+        b"rcpt TO:<b@example.com>\r\n"
+        b"data\r\n" % len(data) + data + b".\r\n"
+        b"quit\r\n"
+    )
+    assert parse(data).get_content() == "Héllo wörld\n"
+    # A ready message is never changed: nothing is sent, and the error says why.
+    eml = tmp_path / "raw.eml"
+    eml.write_bytes(EIGHT_BIT_EML)
+    with seven_bit_server(transcripts, messages=0) as server:
+        ready = run_cli(
+            "send",
+            "--server",
+            server_arg(server),
+            "--eml",
+            str(eml),
+            "--ehlo-name",
+            "client.test",
+        )
+    assert transcripts[1] == b"ehlo client.test\r\nquit\r\n"
+    assert (ready.status, ready.stdout) == (5, "")
+    assert ready.stderr == (
+        f"anysmtp: not sent: the message has 8-bit content and {server_arg(server)} "
+        "does not offer 8BITMIME (encode it as quoted-printable or base64)\n"
+    )
+
+
+def test_bulk_8bit_to_a_server_without_8bitmime(tmp_path: Path) -> None:
+    recipients = tmp_path / "list.txt"
+    write_recipients(recipients, ["one@example.com", "Zwei <two@example.com>"])
+    transcripts: list[bytes] = []
+    with seven_bit_server(transcripts, messages=2) as server:
+        composed = run_cli(
+            "send",
+            "--server",
+            server_arg(server),
+            "--from",
+            "news@example.com",
+            "--body",
+            "Grüße",
+            "--to-file",
+            str(recipients),
+        )
+    assert composed.status == 0, composed.stderr
+    assert composed.stdout == "sent 2 of 2 messages: 0 refused, 0 failed\n"
+    [transcript] = transcripts
+    assert transcript.isascii()
+    assert b"BODY=" not in transcript.upper()
+    copies = [
+        parse(part.partition(b"\r\n.\r\n")[0] + b"\r\n")
+        for part in transcript.split(b"data\r\n")[1:]
+    ]
+    # Each copy has its own To and Message-ID, quoted-printable.
+    assert [each["To"] for each in copies] == [
+        "one@example.com",
+        "Zwei <two@example.com>",
+    ]
+    assert copies[0]["Message-ID"] != copies[1]["Message-ID"]
+    for each in copies:
+        assert each["Content-Transfer-Encoding"] == "quoted-printable"
+        assert each.get_content() == "Grüße\n"
+    # A ready message with 8-bit content: nothing is sent to anyone.
+    eml = tmp_path / "raw.eml"
+    eml.write_bytes(EIGHT_BIT_EML)
+    with seven_bit_server(transcripts, messages=0) as server:
+        ready = run_cli(
+            "send",
+            "--server",
+            server_arg(server),
+            "--eml",
+            str(eml),
+            "--to-file",
+            str(recipients),
+        )
+    assert (ready.status, ready.stdout) == (5, "")
+    assert ready.stderr == (
+        f"anysmtp: not sent: the message has 8-bit content and {server_arg(server)} "
+        "does not offer 8BITMIME (encode it as quoted-printable or base64)\n"
+    )
+    assert transcripts[1].startswith(b"ehlo ")
+    assert transcripts[1].endswith(b"\r\nquit\r\n")
+    assert transcripts[1].count(b"\r\n") == 2
+
+
+def test_null_sender_for_bounces(smtpd: AiosmtpdServer, tmp_path: Path) -> None:
+    transcripts: list[bytes] = []
+    header = "From: Mail Delivery System <MAILER-DAEMON@example.com>"
+    with seven_bit_server(transcripts, messages=1) as server:
+        composed = run_cli(
+            "send",
+            "--server",
+            server_arg(server),
+            "--ehlo-name",
+            "client.test",
+            "--from",
+            "<>",
+            "--to",
+            "b@example.com",
+            "--subject",
+            "Undelivered Mail Returned to Sender",
+            "--header",
+            header,
+            "--header",
+            "Date: Thu, 01 Jan 2026 00:00:00 +0000",
+            "--body",
+            "It bounced.",
+        )
+    assert composed.status == 0, composed.stderr
+    envelope, _, rest = transcripts[0].partition(b"data\r\n")
+    data = rest.removesuffix(b".\r\nquit\r\n")
+    assert envelope == (
+        b"ehlo client.test\r\n"
+        b"mail FROM:<> size=%d\r\n"
+        b"rcpt TO:<b@example.com>\r\n" % len(data)
+    )
+    message = parse(data)
+    assert message["From"] == "Mail Delivery System <MAILER-DAEMON@example.com>"
+    assert message.get_all("From") == [message["From"]]
+    # The Message-ID's domain is the From header's.
+    assert message["Message-ID"].endswith("@example.com>")
+    assert message.get_content() == "It bounced.\n"
+    # A ready message keeps its From header; the envelope sender is null.
+    eml = tmp_path / "dsn.eml"
+    eml.write_bytes(EIGHT_BIT_EML)
+    ready = run_cli(
+        "send", "--server", server_arg(smtpd), "--eml", str(eml), "--from", "<>"
+    )
+    assert ready.status == 0, ready.stderr
+    [received] = smtpd.messages
+    assert (received.mail_from, received.rcpt_tos) == ("<>", ["ben@example.com"])
+    assert received.data == EIGHT_BIT_EML
+    dry = run_cli(
+        "send", "--from", "<>", "--to", "b@example.com", "--header", header, "--dry-run"
+    )
+    assert dry.status == 0, dry.stderr
+    assert dry.stderr.splitlines()[1:3] == ["MAIL FROM:<>", "RCPT TO:<b@example.com>"]
+    # A composed message needs a From header, which <> cannot be.
+    no_from = run_cli(
+        "send",
+        "--server",
+        f"127.0.0.1:{free_port()}",
+        "--from",
+        "<>",
+        "--to",
+        "b@x.org",
+    )
+    assert (no_from.status, no_from.stdout) == (2, "")
+    assert no_from.stderr == (
+        "anysmtp: --from <> (the null sender) is not a From header: give one with "
+        "--header 'From: ADDRESS'\n"
+    )
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("stall", ["rcpt", "end of data"])
+def test_bulk_interrupted_reports_what_was_sent(
+    tmp_path: Path, stall: str, backend: str
+) -> None:
+    stalled = threading.Event()
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        for number in range(3):
+            exchange(conn, (b"mail FROM:<news@example.com>", b"250 ok\r\n"))
+            if number == 2 and stall == "rcpt":
+                conn.expect(b"rcpt TO:<user2@example.com>")
+                break
+            exchange(
+                conn,
+                (f"rcpt TO:<user{number}@example.com>".encode(), b"250 ok\r\n"),
+                (b"data", b"354 go on\r\n"),
+            )
+            conn.read_data()
+            if number == 2:
+                break
+            conn.send(b"250 queued\r\n")
+        stalled.set()
+        drain(conn)
+
+    write_recipients(tmp_path / "list.txt", [f"user{n}@example.com" for n in range(4)])
+    eml = tmp_path / "news.eml"
+    eml.write_bytes(b"From: news@example.com\r\nSubject: news\r\n\r\nnews\r\n")
+    with ScriptedServer(script) as server:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "anysmtp",
+                "send",
+                "--server",
+                server_arg(server),
+                "--ehlo-name",
+                "client.test",
+                "--backend",
+                backend,
+                "--eml",
+                str(eml),
+                "--to-file",
+                str(tmp_path / "list.txt"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert stalled.wait(20), "the client never reached the stall"
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, stderr
+    assert stdout == b"sent 2 of 4 messages: 0 refused, 2 failed (interrupted)\n"
+    if stall == "rcpt":
+        assert stderr == (
+            b"anysmtp: interrupted; 2 messages not sent, starting with "
+            b"user2@example.com\n"
+        )
+    else:
+        assert stderr == (
+            b"anysmtp: user2@example.com: unknown: interrupted while waiting for "
+            b"the server's reply to the message: it may have been delivered\n"
+            b"anysmtp: interrupted; 1 message not sent, starting with "
+            b"user3@example.com\n"
+        )
+    data = eml.read_bytes()
+    copies = [
+        b"mail FROM:<news@example.com>\r\n"
+        b"rcpt TO:<user%d@example.com>\r\n"
+        b"data\r\n" % number + data + b".\r\n"
+        for number in range(3)
+    ]
+    if stall == "rcpt":
+        copies[2] = b"mail FROM:<news@example.com>\r\nrcpt TO:<user2@example.com>\r\n"
+    # Interrupted in the middle of a transaction: the connection is closed
+    # without QUIT (which the server could take for message text).
+    assert server.transcripts == [b"ehlo client.test\r\n" + b"".join(copies)]
