@@ -28,9 +28,11 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Hashable,
     Iterable,
     Iterator,
     Sequence,
+    Set,
 )
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -153,7 +155,14 @@ class _PooledSMTP(AsyncSMTP):
     """The client the pool uses: it counts the transactions (for
     ``max_messages_per_connection`` and LIMITS MAILMAX): those that got their
     final reply, through a connection lent by :meth:`AsyncSMTPPool.connection`
-    too, and the pool's own that did not."""
+    too, and the pool's own that did not.
+
+    The public :attr:`AsyncSMTP.last_data_response` tells only the last final
+    reply, not how many arrived while a connection was lent, and overriding a
+    public hook (``data``, ``mail``...) would turn pipelining and CHUNKING
+    off: hence the override of the private attribute that every final reply
+    goes through (tests/test_pool.py checks the count).
+    """
 
     _pool_final_reply: SMTPResponse | None = None
     _pool_transactions: int = 0
@@ -181,6 +190,10 @@ class _Connection:
     #: The server's LIMITS MAILMAX (RFC 9422), if it announced one.
     server_mail_limit: int | None = None
     borrower: object = None
+    #: Who borrowed it through :meth:`AsyncSMTPPool.connection` (a task's id,
+    #: or the sync pool's key for a thread): :meth:`AsyncSMTPPool.aclose` does
+    #: not wait for connections that can only come back after it returns.
+    holder: Hashable | None = None
 
 
 class _Tries:
@@ -341,6 +354,24 @@ def _socket_looks_alive(client: AsyncSMTP) -> bool:
     return not readable
 
 
+def _current_task() -> Hashable:
+    """The key of a connection borrowed by the current task."""
+    return anyio.get_current_task().id
+
+
+def _current_task_and_parents() -> Set[Hashable]:
+    """The keys of the current task and of the tasks it runs in (those that
+    started its task group, and theirs...), as far as anyio knows them."""
+    current = anyio.get_current_task()
+    parents = {task.id: task.parent_id for task in anyio.get_running_tasks()}
+    found: set[Hashable] = set()
+    task_id: int | None = current.id
+    while task_id is not None and task_id not in found:
+        found.add(task_id)
+        task_id = parents.get(task_id)
+    return found
+
+
 def _server_mail_limit(client: AsyncSMTP) -> int | None:
     """The LIMITS extension's MAILMAX (RFC 9422): transactions per session."""
     for word in client.esmtp_features.get("limits", "").split():
@@ -457,6 +488,9 @@ class AsyncSMTPPool:
         self._opened = 0
         self._closed = False
         self._drained: anyio.Event | None = None
+        #: The connections :meth:`aclose` does not wait for: lent to the task
+        #: that closes the pool (or to a task it runs in).
+        self._not_waited_for: frozenset[_Connection] = frozenset()
         self._close_done: anyio.Event | None = None
         self._pause_until = -math.inf
         self._busy_streak = 0
@@ -523,6 +557,7 @@ class AsyncSMTPPool:
         :raises SMTPConnectError: the server's greeting was not 220.
         """
         conn = await self._acquire()
+        conn.holder = _current_task()
         try:
             yield conn.client
         except BaseException:
@@ -567,8 +602,12 @@ class AsyncSMTPPool:
     def _give_back(self, borrower: object) -> None:
         self._get_limiter().release_on_behalf_of(borrower)
         self._busy -= 1
-        if self._busy == 0 and self._drained is not None:
+        if self._drained is not None and self._busy == self._lent_to_closer():
             self._drained.set()
+
+    def _lent_to_closer(self) -> int:
+        """How many connections are still lent to the task closing the pool."""
+        return sum(1 for conn in self._not_waited_for if conn.borrower is not None)
 
     async def _reuse(self) -> _Connection | None:
         """The most recently used idle connection that is fit for use."""
@@ -693,6 +732,7 @@ class AsyncSMTPPool:
     async def _release(self, conn: _Connection, *, discard: bool) -> None:
         """Take a lent connection back: pool it, or close it."""
         borrower, conn.borrower = conn.borrower, None
+        conn.holder = None
         try:
             client = conn.client
             if (
@@ -753,14 +793,34 @@ class AsyncSMTPPool:
         Idle connections are closed with QUIT.  Closing again waits for the
         first close to finish.
 
+        Connections that :meth:`connection` lent to the task calling
+        :meth:`aclose`, or to a task it runs in (one that started its task
+        group), can only come back after :meth:`aclose` returns: they are
+        neither waited for nor closed under their user.  They stay usable
+        until the end of their ``async with`` block and are closed with QUIT
+        then, like any connection given back to a closed pool.
+
         :param grace: seconds to wait for connections in use; ``None`` waits
             as long as they take.
         """
+        await self._aclose(grace, _current_task_and_parents)
+
+    async def _aclose(
+        self, grace: float | None, closers: Callable[[], Set[Hashable]]
+    ) -> None:
+        """:meth:`aclose`, not waiting for the connections lent to ``closers()``
+        (called only when some connection is lent by :meth:`connection`)."""
         if self._closed:
             if self._close_done is not None:
                 with anyio.CancelScope(shield=True):
                     await self._close_done.wait()
             return
+        lent = [conn for conn in self._connections if conn.holder is not None]
+        if lent:
+            keys = closers()
+            self._not_waited_for = frozenset(
+                conn for conn in lent if conn.holder in keys
+            )
         self._closed = True
         self._close_done = anyio.Event()
         if self._closing is not None:
@@ -769,12 +829,13 @@ class AsyncSMTPPool:
             # Wake whoever waits for a connection: they find the pool closed.
             self._limiter.total_tokens = math.inf
         with anyio.CancelScope(shield=True):
-            if self._busy:
+            if self._busy > self._lent_to_closer():
                 self._drained = anyio.Event()
                 with anyio.move_on_after(grace):
                     await self._drained.wait()
             idle, self._idle = self._idle, []
-            for conn in self._connections - set(idle):
+            keep = {conn for conn in self._not_waited_for if conn.borrower is not None}
+            for conn in self._connections - set(idle) - keep:
                 # Still lent out after the grace period.
                 self._drop(conn)
             await self._dispose_all(idle)

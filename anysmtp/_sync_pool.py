@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import email.message
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, TypeVar, Unpack
@@ -181,6 +182,7 @@ class SMTPPool:
         :raises SMTPConnectError: the server's greeting was not 220.
         """
         conn = self._acquire()
+        conn.holder = _current_thread()
         facade = _lend(conn, self._portal)
         try:
             yield facade
@@ -324,9 +326,22 @@ class SMTPPool:
     def close(self, *, grace: float | None = 10.0) -> None:
         """Close the pool and its connections (see :meth:`AsyncSMTPPool.aclose`).
 
-        :param grace: seconds to wait for connections in use.
+        Connections that :meth:`connection` lent to the calling thread can only
+        come back after :meth:`close` returns: they are neither waited for nor
+        closed under their user, and are closed with QUIT at the end of their
+        ``with`` block.
+
+        :param grace: seconds to wait for connections in use (lent to other
+            threads); ``None`` waits as long as they take.
         """
-        self._run(lambda: self._pool.aclose(grace=grace))
+        caller = _current_thread()
+        self._run(lambda: self._pool._aclose(grace, lambda: {caller}))
+
+
+def _current_thread() -> tuple[str, int]:
+    """The key of a connection borrowed by the calling thread (never equal to
+    a task's key, an ``int``)."""
+    return ("thread", threading.get_ident())
 
 
 def _lend(conn: _Connection, portal: BlockingPortal | None) -> SMTP:

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -504,6 +505,24 @@ async def test_server_limits_mailmax_is_respected() -> None:
             )
     assert {result.status for result in results} == {"sent"}
     assert [each.count("MAIL") for each in mailer.sessions()] == [3, 3, 1]
+
+
+async def test_messages_sent_through_a_borrowed_connection_count_too() -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_messages_per_connection=2) as pool:
+            async with pool.connection() as smtp:
+                await smtp.send_message(message("m0"))
+                await smtp.send_message(message("m1"))
+            # The limit was reached inside the block: retired when given back.
+            assert pool.size == 0
+            await pool.send(message("m2"))
+    transaction = ["MAIL", "RCPT", "DATA"]
+    assert mailer.sessions() == [
+        ["EHLO", *transaction, *transaction, "QUIT"],
+        ["EHLO", *transaction, "QUIT"],
+    ]
+    assert mailer.delivered() == ["m0", "m1", "m2"]
 
 
 # Health checks and idle connections ------------------------------------------------
@@ -1494,3 +1513,193 @@ def test_sync_ctrl_c_while_waiting_for_a_connection_loses_no_token(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["interrupted", "250", "1"]
+
+
+# Closing from inside a borrowed connection -----------------------------------------
+
+
+@dataclass
+class QuitRecorder(PeerRecorder):
+    """Also records the client's address of each QUIT: one per connection
+    closed politely."""
+
+    quits: list[object] = field(default_factory=list)
+
+    async def handle_QUIT(
+        self, server: SMTPServerProtocol, session: Session, envelope: Envelope
+    ) -> str:
+        self.quits.append(session.peer)
+        return "221 Bye"
+
+
+@pytest.fixture
+def quitter() -> Iterator[AiosmtpdServer]:
+    with AiosmtpdServer(QuitRecorder()) as server:
+        yield server
+
+
+def quits(server: AiosmtpdServer) -> list[object]:
+    handler = server.handler
+    assert isinstance(handler, QuitRecorder)
+    return list(handler.quits)
+
+
+def subjects(server: AiosmtpdServer) -> list[str]:
+    """The Subjects of the messages the server received, in order."""
+    found = [SUBJECT.search(each.data) for each in server.messages]
+    return [match.group(1).decode() if match else "" for match in found]
+
+
+CLOSES = [
+    pytest.param({}, id="default-grace"),
+    pytest.param({"grace": None}, id="grace-none"),
+]
+
+
+@pytest.mark.parametrize("close", CLOSES)
+async def test_aclose_inside_a_borrowed_connection_does_not_wait_for_it(
+    quitter: AiosmtpdServer, close: dict[str, Any]
+) -> None:
+    pool = pool_for(quitter)
+    with no_leaked_sockets(quitter.port):
+        async with pool.connection() as smtp:
+            await smtp.send_message(message("before"))
+            # This connection can only come back after aclose returns: it is
+            # neither waited for nor closed under its user.
+            await pool.aclose(**close)
+            assert pool.closed
+            assert smtp.is_connected
+            await smtp.send_message(message("after"))
+            with pytest.raises(anysmtp.SMTPPoolClosedError):
+                await pool.send(message("late"))
+            with pytest.raises(anysmtp.SMTPPoolClosedError):
+                async with pool.connection():
+                    pass
+            assert (pool.size, pool.idle) == (1, 0)
+        # Given back to a closed pool: closed with QUIT.
+        assert pool.size == 0
+        await pool.aclose()  # again: nothing left to do
+    assert subjects(quitter) == ["before", "after"]
+    assert quits(quitter) == list(peers(quitter))
+
+
+async def test_aclose_from_progress_inside_a_borrowed_connection(
+    quitter: AiosmtpdServer,
+) -> None:
+    # progress runs in a worker task of send_many, which runs inside the block:
+    # the block's connection cannot come back before that aclose returns.
+    pool = pool_for(quitter)
+
+    async def stop(result: anysmtp.SendResult) -> None:
+        await pool.aclose(grace=None)
+
+    with no_leaked_sockets(quitter.port):
+        async with pool.connection() as smtp:
+            results = await pool.send_many(
+                [message("first"), message("second")], concurrency=1, progress=stop
+            )
+            assert smtp.is_connected
+            await smtp.send_message(message("mine"))
+        assert pool.size == 0
+    assert [(result.status, result.attempts) for result in results] == [
+        ("sent", 1),
+        ("failed", 0),
+    ]
+    assert isinstance(results[1].error, anysmtp.SMTPPoolClosedError)
+    assert subjects(quitter) == ["first", "mine"]
+    assert len(quits(quitter)) == 2
+
+
+async def test_aclose_inside_a_borrowed_connection_waits_for_other_tasks(
+    quitter: AiosmtpdServer,
+) -> None:
+    pool = pool_for(quitter)
+    holding = anyio.Event()
+    release = anyio.Event()
+
+    async def other() -> None:
+        async with pool.connection() as smtp:
+            holding.set()
+            await release.wait()
+            # Still usable: aclose waits for this connection to come back.
+            await smtp.send_message(message("other"))
+
+    async def release_while_closing() -> None:
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+
+    with no_leaked_sockets(quitter.port):
+        async with anyio.create_task_group() as group:
+            group.start_soon(other)
+            await holding.wait()
+            async with pool.connection() as smtp:
+                group.start_soon(release_while_closing)
+                await pool.aclose(grace=None)
+                # Back only once the other task gave its connection back.
+                assert release.is_set()
+                assert pool.size == 1
+                await smtp.send_message(message("mine"))
+        assert pool.size == 0
+    assert subjects(quitter) == ["other", "mine"]
+    assert len(quits(quitter)) == 2
+
+
+@pytest.mark.parametrize("close", CLOSES)
+def test_sync_close_inside_a_borrowed_connection_does_not_wait_for_it(
+    quitter: AiosmtpdServer, close: dict[str, Any]
+) -> None:
+    pool = anysmtp.SMTPPool(
+        quitter.host, quitter.port, start_tls=False, timeout=TIMEOUT
+    )
+    with pool.connection() as smtp:
+        smtp.send_message(message("before"))
+        pool.close(**close)
+        assert pool.closed
+        smtp.send_message(message("after"))
+        with pytest.raises(anysmtp.SMTPPoolClosedError):
+            pool.send(message("late"))
+        with pytest.raises(anysmtp.SMTPPoolClosedError), pool.connection():
+            pass
+        assert pool.size == 1
+    assert pool.size == 0
+    pool.close()
+    assert subjects(quitter) == ["before", "after"]
+    assert quits(quitter) == list(peers(quitter))
+
+
+def test_sync_close_inside_a_borrowed_connection_waits_for_other_threads(
+    quitter: AiosmtpdServer,
+) -> None:
+    pool = anysmtp.SMTPPool(
+        quitter.host, quitter.port, start_tls=False, timeout=TIMEOUT
+    )
+    holding = threading.Event()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            with pool.connection() as smtp:
+                holding.set()
+                for _ in range(int(TIMEOUT / 0.01)):
+                    if pool.closed:
+                        break
+                    time.sleep(0.01)
+                # Still usable: close() waits for this connection to come back.
+                smtp.send_message(message("other"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert holding.wait(TIMEOUT)
+        with pool.connection() as smtp:
+            pool.close(grace=None)
+            assert pool.size == 1
+            smtp.send_message(message("mine"))
+    finally:
+        thread.join(TIMEOUT)
+    assert errors == []
+    assert pool.size == 0
+    assert subjects(quitter) == ["other", "mine"]
+    assert len(quits(quitter)) == 2
