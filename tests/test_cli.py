@@ -1366,6 +1366,22 @@ def test_8bit_content_goes_with_body_8bitmime_when_offered(
     ]
 
 
+def refuse_8bit_eml(tmp_path: Path, transcripts: list[bytes], *args: str) -> None:
+    """``send --eml`` of a message with 8-bit bytes (and ``args``) to a server
+    without 8BITMIME: status 5 before MAIL, and the error says why."""
+    eml = tmp_path / "raw.eml"
+    eml.write_bytes(EIGHT_BIT_EML)
+    with seven_bit_server(transcripts, messages=0) as server:
+        ready = run_cli(
+            "send", "--server", server_arg(server), "--eml", str(eml), *args
+        )
+    assert (ready.status, ready.stdout) == (5, "")
+    assert ready.stderr == (
+        f"anysmtp: not sent: the message has 8-bit content and {server_arg(server)} "
+        "does not offer 8BITMIME (encode it as quoted-printable or base64)\n"
+    )
+
+
 def seven_bit_server(transcripts: list[bytes], messages: int) -> ScriptedServer:
     """A server that offers neither 8BITMIME nor PIPELINING; it takes
     ``messages`` messages on one connection, then expects QUIT."""
@@ -1412,24 +1428,8 @@ def test_8bit_content_to_a_server_without_8bitmime(tmp_path: Path) -> None:
     )
     assert parse(data).get_content() == "Héllo wörld\n"
     # A ready message is never changed: nothing is sent, and the error says why.
-    eml = tmp_path / "raw.eml"
-    eml.write_bytes(EIGHT_BIT_EML)
-    with seven_bit_server(transcripts, messages=0) as server:
-        ready = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--eml",
-            str(eml),
-            "--ehlo-name",
-            "client.test",
-        )
+    refuse_8bit_eml(tmp_path, transcripts, "--ehlo-name", "client.test")
     assert transcripts[1] == b"ehlo client.test\r\nquit\r\n"
-    assert (ready.status, ready.stdout) == (5, "")
-    assert ready.stderr == (
-        f"anysmtp: not sent: the message has 8-bit content and {server_arg(server)} "
-        "does not offer 8BITMIME (encode it as quoted-printable or base64)\n"
-    )
 
 
 def test_bulk_8bit_to_a_server_without_8bitmime(tmp_path: Path) -> None:
@@ -1467,23 +1467,7 @@ def test_bulk_8bit_to_a_server_without_8bitmime(tmp_path: Path) -> None:
         assert each["Content-Transfer-Encoding"] == "quoted-printable"
         assert each.get_content() == "Grüße\n"
     # A ready message with 8-bit content: nothing is sent to anyone.
-    eml = tmp_path / "raw.eml"
-    eml.write_bytes(EIGHT_BIT_EML)
-    with seven_bit_server(transcripts, messages=0) as server:
-        ready = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--eml",
-            str(eml),
-            "--to-file",
-            str(recipients),
-        )
-    assert (ready.status, ready.stdout) == (5, "")
-    assert ready.stderr == (
-        f"anysmtp: not sent: the message has 8-bit content and {server_arg(server)} "
-        "does not offer 8BITMIME (encode it as quoted-printable or base64)\n"
-    )
+    refuse_8bit_eml(tmp_path, transcripts, "--to-file", str(recipients))
     assert transcripts[1].startswith(b"ehlo ")
     assert transcripts[1].endswith(b"\r\nquit\r\n")
     assert transcripts[1].count(b"\r\n") == 2
