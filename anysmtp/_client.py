@@ -407,6 +407,9 @@ class AsyncSMTP:
         self._data_refusals: SendErrors = {}
         self._last_data_response: SMTPResponse | None = None
         self._final_reply_pending = False
+        #: MAIL commands sent on this connection, refused ones too: servers
+        #: count them against LIMITS MAILMAX (RFC 9422), and so does the pool.
+        self._mail_transactions = 0
         self._transaction_turns = Turns()
         #: The object reported in audit events (the sync facade sets itself).
         self._audit_object: object = self
@@ -862,6 +865,8 @@ class AsyncSMTP:
         # override only runs where smtplib would run it.
         transport = self._transport
         self._transport = None
+        # Every new connection comes through here first (connect(), ``sock``).
+        self._mail_transactions = 0
         if transport is not None:
             transport.close()
 
@@ -976,6 +981,7 @@ class AsyncSMTP:
         arguments = self._mail_arguments(sender, options)
         self._accepted_recipients = []
         await self.putcmd("mail", arguments)
+        self._mail_transactions += 1
         return await self.getreply()
 
     def _mail_arguments(self, sender: str, options: Sequence[str]) -> str:
@@ -1606,6 +1612,7 @@ class AsyncSMTP:
                     b"%bBDAT %d LAST\r\n%b" % (envelope, len(payload), payload)
                 )
                 self._final_reply_pending = True
+        self._mail_transactions += 1
         code, resp = self._arrived_reply() or await self.getreply()
         if code == 421:
             self._final_reply_pending = False  # the server is closing

@@ -151,39 +151,11 @@ class SendResult:
     response: SMTPResponse | None = None
 
 
-class _PooledSMTP(AsyncSMTP):
-    """The client the pool uses: it counts the transactions (for
-    ``max_messages_per_connection`` and LIMITS MAILMAX): those that got their
-    final reply, through a connection lent by :meth:`AsyncSMTPPool.connection`
-    too, and the pool's own that did not.
-
-    The public :attr:`AsyncSMTP.last_data_response` tells only the last final
-    reply, not how many arrived while a connection was lent, and overriding a
-    public hook (``data``, ``mail``...) would turn pipelining and CHUNKING
-    off: hence the override of the private attribute that every final reply
-    goes through (tests/test_pool.py checks the count).
-    """
-
-    _pool_final_reply: SMTPResponse | None = None
-    _pool_transactions: int = 0
-
-    @property
-    def _last_data_response(self) -> SMTPResponse | None:
-        return self._pool_final_reply
-
-    @_last_data_response.setter
-    def _last_data_response(self, value: SMTPResponse | None) -> None:
-        # Both DATA and BDAT record the final reply here.
-        self._pool_final_reply = value
-        if value is not None:
-            self._pool_transactions += 1
-
-
 @dataclass(eq=False)
 class _Connection:
     """A pooled connection and its bookkeeping."""
 
-    client: _PooledSMTP
+    client: AsyncSMTP
     last_used: float
     #: How many times it was lent.
     uses: int = 0
@@ -426,7 +398,9 @@ class AsyncSMTPPool:
         ``start_tls=True``, else 25).
     :param max_size: the most connections open at once.
     :param max_messages_per_connection: retire a connection after this many
-        messages; ``None``: no limit of our own.
+        messages (mail transactions started, as LIMITS MAILMAX counts them:
+        an envelope refused at MAIL or RCPT counts too); ``None``: no limit
+        of our own.
     :param idle_timeout: close connections unused for this many seconds (when
         a connection is next asked for); ``None`` keeps them open.
     :param health_check: what to do with a connection idle for at least
@@ -565,8 +539,8 @@ class AsyncSMTPPool:
             raise
         await self._release(conn, discard=False)
 
-    def _new_client(self) -> _PooledSMTP:
-        return _PooledSMTP(hostname=self.hostname, port=self.port or 0, **self._options)
+    def _new_client(self) -> AsyncSMTP:
+        return AsyncSMTP(hostname=self.hostname, port=self.port or 0, **self._options)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -739,7 +713,10 @@ class AsyncSMTPPool:
                 discard
                 or self._closed
                 or not client.is_connected
-                or client._pool_transactions >= self._mail_limit(conn)
+                # Every MAIL sent counts, refused or not, through a connection
+                # lent by connection() too: servers count MAIL commands
+                # against LIMITS MAILMAX (RFC 9422).
+                or client._mail_transactions >= self._mail_limit(conn)
                 or len(self._connections) > self._limit
             ):
                 await self._dispose(conn)
@@ -923,7 +900,9 @@ class AsyncSMTPPool:
         shields: _Shields | None,
     ) -> tuple[SendErrors, SMTPResponse | None]:
         client = conn.client
-        transactions = client._pool_transactions
+        # Each final reply is a new object: still this one after a refusal
+        # means DATA itself was refused.
+        final_reply = client.last_data_response
         try:
             with anyio.CancelScope(shield=shields is not None) as scope:
                 if shields is not None:
@@ -948,7 +927,7 @@ class AsyncSMTPPool:
                         self._server_busy(conn)
                     elif (
                         isinstance(exc, SMTPDataError)
-                        and client._pool_transactions == transactions
+                        and client.last_data_response is final_reply
                         and client.is_connected
                     ):
                         # DATA itself was refused: like smtplib, the client
@@ -975,10 +954,6 @@ class AsyncSMTPPool:
                 )
             raise _Interrupted
         finally:
-            if client._pool_transactions == transactions:
-                # No final reply, but MAIL may have gone out: servers count MAIL
-                # commands against LIMITS MAILMAX (RFC 9422), so count it too.
-                client._pool_transactions += 1
             await self._release(conn, discard=not client.is_connected)
 
     async def send_many(

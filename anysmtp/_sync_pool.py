@@ -60,7 +60,7 @@ class SMTPPool:
     :param port: the server's port.
     :param max_size: the most connections open at once.
     :param max_messages_per_connection: retire a connection after this many
-        messages.
+        messages (envelopes refused at MAIL or RCPT included).
     :param idle_timeout: close connections unused for this many seconds.
     :param health_check: ``"noop"``, ``"reconnect"`` or ``None``, for
         connections idle for ``health_check_after`` seconds.

@@ -1468,6 +1468,132 @@ async def test_refused_envelopes_count_toward_mailmax() -> None:
     assert all(session.count("MAIL") <= 2 for session in mailer.sessions())
 
 
+UNKNOWN_BOB: Final = {"bob@example.com": b"550 5.1.1 unknown"}
+
+
+@pytest.mark.parametrize("via", ["connection", "send"])
+@pytest.mark.parametrize(
+    ("extensions", "plan", "error", "refused", "sent"),
+    [
+        pytest.param(
+            (b"LIMITS MAILMAX=2",),
+            Plan(rcpt=UNKNOWN_BOB),
+            anysmtp.SMTPRecipientsRefused,
+            ["MAIL", "RCPT", "RSET"],
+            ["MAIL", "RCPT", "DATA"],
+            id="rcpt-one-by-one",
+        ),
+        pytest.param(
+            (b"PIPELINING", b"LIMITS MAILMAX=2"),
+            Plan(rcpt=UNKNOWN_BOB),
+            anysmtp.SMTPRecipientsRefused,
+            ["MAIL", "RCPT", "DATA", "RSET"],
+            ["MAIL", "RCPT", "DATA"],
+            id="rcpt-pipelined",
+        ),
+        pytest.param(
+            (b"PIPELINING", b"CHUNKING", b"LIMITS MAILMAX=2"),
+            Plan(rcpt=UNKNOWN_BOB),
+            anysmtp.SMTPRecipientsRefused,
+            ["MAIL", "RCPT", "BDAT", "RSET"],
+            ["MAIL", "RCPT", "BDAT"],
+            id="rcpt-bdat-pipelined",
+        ),
+        pytest.param(
+            (b"LIMITS MAILMAX=2",),
+            Plan(mail=b"550 5.7.1 sender refused"),
+            anysmtp.SMTPSenderRefused,
+            ["MAIL", "RSET"],
+            ["MAIL", "RCPT", "DATA"],
+            id="sender-one-by-one",
+        ),
+        pytest.param(
+            (b"PIPELINING", b"LIMITS MAILMAX=2"),
+            Plan(mail=b"550 5.7.1 sender refused"),
+            anysmtp.SMTPSenderRefused,
+            ["MAIL", "RCPT", "DATA", "RSET"],
+            ["MAIL", "RCPT", "DATA"],
+            id="sender-pipelined",
+        ),
+        pytest.param(
+            (b"PIPELINING", b"CHUNKING", b"LIMITS MAILMAX=2"),
+            Plan(mail=b"550 5.7.1 sender refused"),
+            anysmtp.SMTPSenderRefused,
+            ["MAIL", "RCPT", "BDAT", "RSET"],
+            ["MAIL", "RCPT", "BDAT"],
+            id="sender-bdat-pipelined",
+        ),
+    ],
+)
+async def test_every_mail_command_counts_toward_mailmax(
+    via: str,
+    extensions: tuple[bytes, ...],
+    plan: Plan,
+    error: type[Exception],
+    refused: list[str],
+    sent: list[str],
+) -> None:
+    # RFC 9422 counts MAIL commands, not messages: an envelope refused at MAIL
+    # or at RCPT (no final reply) counts too, through a borrowed connection
+    # as through the pool's own sends.
+    mailer = Mailer(plan, plan, extensions=extensions)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server) as pool:
+            if via == "connection":
+                async with pool.connection() as smtp:
+                    for name in ("r0", "r1"):
+                        with pytest.raises(error):
+                            await smtp.send_message(message(name))
+            else:
+                for name in ("r0", "r1"):
+                    with pytest.raises(error):
+                        await pool.send(message(name))
+            # MAILMAX was reached: the connection was retired when given back.
+            assert (pool.size, pool.idle) == (0, 0)
+            assert await pool.send(message("m")) == ({}, "2.0.0 queued")
+    assert mailer.sessions() == [
+        ["EHLO", *refused, *refused, "QUIT"],
+        ["EHLO", *sent, "QUIT"],
+    ]
+    assert mailer.delivered() == ["m"]
+    assert server.connections == 2
+
+
+async def test_the_clients_mail_count_is_per_connection() -> None:
+    # What the pool retires connections by: the MAIL commands sent on the
+    # current connection (refused ones too), none from an earlier one.
+    mailer = Mailer(Plan(mail=b"550 5.7.1 sender refused"))
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        smtp = anysmtp.AsyncSMTP(
+            hostname=server.host,
+            port=server.port,
+            local_hostname="client",
+            start_tls=False,
+            timeout=TIMEOUT,
+        )
+        async with smtp:
+            await smtp.ehlo()
+            assert smtp._mail_transactions == 0
+            assert await smtp.mail("alice@example.com") == (
+                550,
+                b"5.7.1 sender refused",
+            )
+            await smtp.rset()
+            await smtp.send_message(message("m0"))
+            assert smtp._mail_transactions == 2
+            await smtp.connect()  # closes the first connection
+            assert smtp._mail_transactions == 0
+            await smtp.send_message(message("m1"))
+            assert smtp._mail_transactions == 1
+            smtp.close()
+            assert smtp._mail_transactions == 0
+    assert mailer.sessions() == [
+        ["EHLO", "MAIL", "RSET", "MAIL", "RCPT", "DATA"],
+        ["EHLO", "MAIL", "RCPT", "DATA"],
+    ]
+    assert mailer.delivered() == ["m0", "m1"]
+
+
 @pytest.mark.subprocess
 def test_sync_ctrl_c_while_waiting_for_a_connection_loses_no_token(
     smtpd: AiosmtpdServer,
