@@ -757,9 +757,9 @@ MISBEHAVIOUR_PARAMS: Final = [
 
 @contextmanager
 def misbehaviour_case(
-    misbehaviour: Misbehaviour, certs: Certificates
+    misbehaviour: Misbehaviour, pipelining: bool, certs: Certificates
 ) -> Iterator[Case]:
-    server = Server(certs.server_context())
+    server = Server(certs.server_context(), pipelining=pipelining)
     with serving(
         PLAIN,
         misbehaviour.first(server),
@@ -778,17 +778,19 @@ def check_args(misbehaviour: Misbehaviour, exc: BaseException | None) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("pipelining", PIPELINING)
 @pytest.mark.parametrize("misbehaviour", MISBEHAVIOUR_PARAMS)
 async def test_async_api_misbehaviour(
-    misbehaviour: Misbehaviour, certs: Certificates
+    misbehaviour: Misbehaviour, pipelining: bool, certs: Certificates
 ) -> None:
-    with misbehaviour_case(misbehaviour, certs) as case:
+    with misbehaviour_case(misbehaviour, pipelining, certs) as case:
         smtp = anysmtp.AsyncSMTP(
             case.server.host,
             case.server.port,
             local_hostname=LOCAL,
             timeout=misbehaviour.timeout,
             start_tls=False,
+            pipelining=pipelining,
         )
         exc = await attempt_async(smtp, case)
         case.check_failure(exc)
@@ -798,9 +800,12 @@ async def test_async_api_misbehaviour(
         assert await attempt_async(smtp, case) is None
 
 
+@pytest.mark.parametrize("pipelining", PIPELINING)
 @pytest.mark.parametrize("misbehaviour", MISBEHAVIOUR_PARAMS)
-def test_facade_misbehaviour(misbehaviour: Misbehaviour, certs: Certificates) -> None:
-    with misbehaviour_case(misbehaviour, certs) as case:
+def test_facade_misbehaviour(
+    misbehaviour: Misbehaviour, pipelining: bool, certs: Certificates
+) -> None:
+    with misbehaviour_case(misbehaviour, pipelining, certs) as case:
         client = anysmtp.SMTP(local_hostname=LOCAL, timeout=misbehaviour.timeout)
         exc = attempt_sync(client, case)
         case.check_failure(exc)

@@ -12,8 +12,10 @@ drive happy eyeballs deterministically.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -26,6 +28,8 @@ import anyio.lowlevel
 import pytest
 
 import anysmtp
+from anysmtp._protocol import RawReply
+from anysmtp._transport import Transport
 from tests.servers import (
     AiosmtpdServer,
     ScriptedConnection,
@@ -861,3 +865,109 @@ async def test_a_socket_closed_by_other_code_mid_transaction() -> None:
         await smtp.connect()
         assert await smtp.sendmail("a@b.example", ["c@d.example"], b"two") == {}
         smtp.close()
+
+
+# A reply taken without waiting (Transport.arrived_reply) ----------------------
+#
+# getreply() and the pipelined transaction first ask the transport for a reply
+# that has arrived; only when none has do they wait.  These tests put the
+# socket in each state first (data there, nothing, a reset, the end) and check
+# that the reply, or smtplib's exception, comes out of either path the same.
+
+
+@contextmanager
+def connected_transport() -> Iterator[tuple[Transport, socket.socket]]:
+    """A Transport on one end of a loopback TCP connection, and the other end."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+    ours.setblocking(False)
+    transport = Transport(ours)
+    try:
+        yield transport, theirs
+    finally:
+        transport.close()
+        theirs.close()
+
+
+def arrived(sock: socket.socket, size: int) -> None:
+    """Wait until ``size`` bytes (or the end, or an error) can be read."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if len(sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= size:
+                return
+        except BlockingIOError:
+            pass
+        time.sleep(0.001)
+    raise AssertionError("nothing arrived")
+
+
+def reply_of(reply: RawReply | None) -> tuple[int, bytes] | None:
+    return None if reply is None else (reply.code, reply.message)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a reset (RST) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_arrived_reply_takes_what_is_there_in_order() -> None:
+    with connected_transport() as (transport, theirs):
+        theirs.sendall(b"250 one\r\n250-two\r\n250 three\r\n354 go")
+        arrived(transport.sock, 34)
+        assert reply_of(transport.arrived_reply()) == (250, b"one")
+        assert reply_of(transport.arrived_reply()) == (250, b"two\nthree")
+        # Half a reply: nothing yet; the rest comes while receive_reply waits.
+        assert transport.arrived_reply() is None
+
+        async def rest() -> None:
+            await anyio.sleep(0.05)
+            theirs.sendall(b" ahead\r\n")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rest)
+            third = await transport.receive_reply(5)
+        assert reply_of(third) == (354, b"go ahead")
+
+
+async def test_arrived_reply_when_nothing_came_then_waits() -> None:
+    with connected_transport() as (transport, theirs):
+        assert transport.arrived_reply() is None
+        assert transport.arrived_reply() is None  # asking again changes nothing
+
+        async def later() -> None:
+            await anyio.sleep(0.05)
+            theirs.sendall(b"250 late\r\n")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(later)
+            reply = await transport.receive_reply(5)
+        assert reply_of(reply) == (250, b"late")
+
+
+async def test_arrived_reply_after_a_reset_raises_what_smtplib_does() -> None:
+    with connected_transport() as (transport, theirs):
+        reset(theirs)
+        # Readable, without a read that would take the error.
+        assert select.select([transport.sock], [], [], 5)[0]
+        assert transport.arrived_reply() is None
+        with pytest.raises(anysmtp.SMTPServerDisconnected) as caught:
+            await transport.receive_reply(5)
+        # smtplib's getreply() on a reset: the OSError's text is kept.
+        assert caught.value.args == (
+            "Connection unexpectedly closed: [Errno 104] Connection reset by peer",
+        )
+
+
+async def test_arrived_reply_at_the_end_raises_what_smtplib_does() -> None:
+    with connected_transport() as (transport, theirs):
+        theirs.sendall(b"250 last\r\n")
+        theirs.close()
+        arrived(transport.sock, 10)
+        assert reply_of(transport.arrived_reply()) == (250, b"last")
+        assert transport.arrived_reply() is None
+        with pytest.raises(anysmtp.SMTPServerDisconnected) as caught:
+            await transport.receive_reply(5)
+        assert caught.value.args == ("Connection unexpectedly closed",)
