@@ -8,6 +8,8 @@ a reported failure.
 
 Ctrl-C (SIGINT) stops the run and still prints the summary, with the message
 that was on its way when the server may have taken it, and exits with 130.
+Everything that waits for the server, the final QUIT included, can be
+interrupted; after Ctrl-C the connection is closed without waiting.
 """
 
 from __future__ import annotations
@@ -203,12 +205,23 @@ class _BulkRun:
         )
 
     async def send_all(self) -> None:
-        """Send each copy; stop early when the server is gone for good.
+        """Send each copy, stopping early when the server is gone for good;
+        then QUIT.
 
         :raises CliError: the first connection or login failed, or the message
             cannot go to this server at all (nothing was sent).
         """
         self.client = await open_session(self.options, self.login)
+        try:
+            await self._send_each()
+        except CliError:
+            await quit_quietly(self.client)  # nothing was sent: the session is idle
+            raise
+        # Here, not after the run: Ctrl-C while the server is slow to answer
+        # QUIT must still find the signal handler that keeps the summary.
+        await quit_quietly(self.client)
+
+    async def _send_each(self) -> None:
         for recipient in self.recipients:
             await self._send(recipient)
             if self.lost is not None:
@@ -252,11 +265,14 @@ class _BulkRun:
                 self.tally.sent += 1
             return
 
-    async def close(self) -> None:
-        """QUIT, or only close a connection a Ctrl-C left in a transaction."""
+    def close(self) -> None:
+        """End the progress bar; close the connection without waiting for the
+        server, if Ctrl-C (or a failure) left one open: in a transaction,
+        where QUIT could be taken for message text, or waiting for the reply
+        to QUIT.  After a QUIT there is nothing left to close."""
         self.progress.finish()
         if self.client is not None:
-            await quit_quietly(self.client)
+            self.client.close()
 
     def report(self, interrupted: bool) -> int:
         """Print the summary.
@@ -328,5 +344,5 @@ async def send_bulk(
     try:
         interrupted = await _interruptible(run.send_all)
     finally:
-        await run.close()
+        run.close()
     return run.report(interrupted)

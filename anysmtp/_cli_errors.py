@@ -236,9 +236,11 @@ def _transaction_error(exc: BaseException, where: str) -> CliError | None:
             describe_refusals(exc.recipients),
         )
     if isinstance(exc, SMTPSenderRefused):
+        # The null sender (bounces) is the empty address: name it as MAIL does.
+        sender = exc.sender or "<>"
         return CliError(
             ExitCode.REFUSED,
-            f"not sent: the sender {exc.sender} was refused: {_reply_of(exc)}",
+            f"not sent: the sender {sender} was refused: {_reply_of(exc)}",
         )
     if isinstance(exc, SMTPDataError):
         return CliError(

@@ -1542,6 +1542,50 @@ def test_null_sender_for_bounces(smtpd: AiosmtpdServer, tmp_path: Path) -> None:
     )
 
 
+def interrupt_bulk(
+    server: ScriptedServer,
+    backend: str,
+    eml: Path,
+    recipients: Path,
+    stalled: threading.Event,
+) -> tuple[int, bytes, bytes]:
+    """Run ``send --to-file`` and Ctrl-C it once the server's script sets
+    ``stalled``.
+
+    :returns: the exit status, stdout and stderr.
+    """
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "anysmtp",
+            "send",
+            "--server",
+            server_arg(server),
+            "--ehlo-name",
+            "client.test",
+            "--backend",
+            backend,
+            "--eml",
+            str(eml),
+            "--to-file",
+            str(recipients),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert stalled.wait(20), "the client never reached the stall"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stdout, stderr
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("stall", ["rcpt", "end of data"])
 def test_bulk_interrupted_reports_what_was_sent(
@@ -1572,36 +1616,10 @@ def test_bulk_interrupted_reports_what_was_sent(
     eml = tmp_path / "news.eml"
     eml.write_bytes(b"From: news@example.com\r\nSubject: news\r\n\r\nnews\r\n")
     with ScriptedServer(script) as server:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "anysmtp",
-                "send",
-                "--server",
-                server_arg(server),
-                "--ehlo-name",
-                "client.test",
-                "--backend",
-                backend,
-                "--eml",
-                str(eml),
-                "--to-file",
-                str(tmp_path / "list.txt"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        status, stdout, stderr = interrupt_bulk(
+            server, backend, eml, tmp_path / "list.txt", stalled
         )
-        try:
-            assert stalled.wait(20), "the client never reached the stall"
-            process.send_signal(signal.SIGINT)
-            stdout, stderr = process.communicate(timeout=20)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert process.returncode == 130, stderr
+    assert status == 130, stderr
     assert stdout == b"sent 2 of 4 messages: 0 refused, 2 failed (interrupted)\n"
     if stall == "rcpt":
         assert stderr == (
@@ -1627,3 +1645,88 @@ def test_bulk_interrupted_reports_what_was_sent(
     # Interrupted in the middle of a transaction: the connection is closed
     # without QUIT (which the server could take for message text).
     assert server.transcripts == [b"ehlo client.test\r\n" + b"".join(copies)]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_bulk_interrupted_waiting_for_the_reply_to_quit(
+    tmp_path: Path, backend: str
+) -> None:
+    at_quit = threading.Event()
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        for reply in (b"250 queued\r\n", b"550 5.7.1 no thanks\r\n"):
+            exchange(
+                conn,
+                (b"mail FROM:<news@example.com>", b"250 ok\r\n"),
+                (b"rcpt TO:<", b"250 ok\r\n"),
+                (b"data", b"354 go on\r\n"),
+            )
+            conn.read_data()
+            conn.send(reply)
+        exchange(conn, (b"rset", b"250 ok\r\n"))
+        conn.expect(b"quit")
+        at_quit.set()
+        drain(conn)  # never answers QUIT
+
+    write_recipients(tmp_path / "list.txt", ["user0@example.com", "user1@example.com"])
+    eml = tmp_path / "news.eml"
+    eml.write_bytes(b"From: news@example.com\r\nSubject: news\r\n\r\nnews\r\n")
+    with ScriptedServer(script) as server:
+        status, stdout, stderr = interrupt_bulk(
+            server, backend, eml, tmp_path / "list.txt", at_quit
+        )
+    assert status == 130, stderr
+    # Every message was tried before Ctrl-C: the summary and the refusal are
+    # all there, marked interrupted.
+    assert stdout == b"sent 1 of 2 messages: 1 refused, 0 failed (interrupted)\n"
+    assert stderr == (
+        b"anysmtp: user1@example.com: refused: 550 5.7.1 no thanks\n"
+        b"anysmtp: interrupted\n"
+    )
+    data = eml.read_bytes()
+    assert server.transcripts == [
+        b"ehlo client.test\r\n"
+        + b"".join(
+            b"mail FROM:<news@example.com>\r\n"
+            b"rcpt TO:<user%d@example.com>\r\n"
+            b"data\r\n" % number + data + b".\r\n"
+            for number in range(2)
+        )
+        + b"rset\r\nquit\r\n"
+    ]
+
+
+def test_refused_null_sender_is_named() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        exchange(
+            conn,
+            (b"mail FROM:<>", b"550 5.7.1 no bounces here\r\n"),
+            (b"rset", b"250 ok\r\n"),
+            (b"quit", b"221 bye\r\n"),
+        )
+
+    with ScriptedServer(script) as server:
+        result = run_cli(
+            "send",
+            "--server",
+            server_arg(server),
+            "--ehlo-name",
+            "client.test",
+            "--from",
+            "<>",
+            "--header",
+            "From: MAILER-DAEMON@example.com",
+            "--to",
+            "b@example.com",
+            "--body",
+            "It bounced.",
+        )
+    assert (result.status, result.stdout) == (5, "")
+    assert result.stderr == (
+        "anysmtp: not sent: the sender <> was refused: 550 5.7.1 no bounces here\n"
+    )
+    assert server.transcripts == [
+        b"ehlo client.test\r\nmail FROM:<>\r\nrset\r\nquit\r\n"
+    ]
