@@ -793,7 +793,13 @@ class AsyncSMTP:
         :raises ValueError: CR, LF or another control character in the line;
             nothing is sent.
         """
-        await self.send(format_command(cmd, args))
+        line = format_command(cmd, args)
+        await self.send(line)
+        # Every MAIL counts, sent by mail() or by hand (``docmd("MAIL FROM:<a>")``
+        # passes the whole line as ``cmd``): servers count them against LIMITS
+        # MAILMAX, and so does the pool.  The pipelined path counts its own.
+        if line[:5].lower() == "mail ":
+            self._mail_transactions += 1
 
     async def getreply(self) -> SMTPResponse:
         """Read one reply from the server.
@@ -980,8 +986,7 @@ class AsyncSMTP:
         """
         arguments = self._mail_arguments(sender, options)
         self._accepted_recipients = []
-        await self.putcmd("mail", arguments)
-        self._mail_transactions += 1
+        await self.putcmd("mail", arguments)  # counts the transaction
         return await self.getreply()
 
     def _mail_arguments(self, sender: str, options: Sequence[str]) -> str:

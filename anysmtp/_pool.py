@@ -17,6 +17,7 @@ server may have accepted it.  That is reported as
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import email.message
 import inspect
 import math
@@ -28,7 +29,6 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
-    Hashable,
     Iterable,
     Iterator,
     Sequence,
@@ -161,11 +161,9 @@ class _Connection:
     uses: int = 0
     #: The server's LIMITS MAILMAX (RFC 9422), if it announced one.
     server_mail_limit: int | None = None
+    #: A new object for each loan (``None`` while idle): the limiter's token,
+    #: and what :data:`_BORROWED` holds for a loan of :meth:`connection`.
     borrower: object = None
-    #: Who borrowed it through :meth:`AsyncSMTPPool.connection` (a task's id,
-    #: or the sync pool's key for a thread): :meth:`AsyncSMTPPool.aclose` does
-    #: not wait for connections that can only come back after it returns.
-    holder: Hashable | None = None
 
 
 class _Tries:
@@ -326,22 +324,31 @@ def _socket_looks_alive(client: AsyncSMTP) -> bool:
     return not readable
 
 
-def _current_task() -> Hashable:
-    """The key of a connection borrowed by the current task."""
-    return anyio.get_current_task().id
+#: The loans (:attr:`_Connection.borrower`) of the :meth:`AsyncSMTPPool.connection`
+#: blocks (and :meth:`SMTPPool.connection` blocks) the current context runs in.
+#: Every task started inside a block (an anyio task group, a trio nursery,
+#: ``asyncio.create_task``, ``asyncio.wait_for``) copies the context, so it
+#: sees them too: those connections can only come back after such a task's
+#: :meth:`AsyncSMTPPool.aclose` returns, and it does not wait for them.  A
+#: loan ends when its connection is given back (``borrower`` changes), so a
+#: task that outlives the block holds a loan that matches nothing.
+_BORROWED: contextvars.ContextVar[frozenset[object]] = contextvars.ContextVar(
+    "anysmtp_pool_borrowed", default=frozenset()
+)
 
 
-def _current_task_and_parents() -> Set[Hashable]:
-    """The keys of the current task and of the tasks it runs in (those that
-    started its task group, and theirs...), as far as anyio knows them."""
-    current = anyio.get_current_task()
-    parents = {task.id: task.parent_id for task in anyio.get_running_tasks()}
-    found: set[Hashable] = set()
-    task_id: int | None = current.id
-    while task_id is not None and task_id not in found:
-        found.add(task_id)
-        task_id = parents.get(task_id)
-    return found
+@contextlib.contextmanager
+def _borrowing(conn: _Connection) -> Iterator[None]:
+    """Record ``conn``'s loan in the current context for the ``with`` block."""
+    loan = conn.borrower
+    _BORROWED.set(_BORROWED.get() | {loan})
+    try:
+        yield
+    finally:
+        # Not ``reset(token)``: a block left in another context (an async
+        # generator finalised elsewhere) must not fail here.  A loan left over
+        # in a context matches no connection once given back.
+        _BORROWED.set(_BORROWED.get() - {loan})
 
 
 def _server_mail_limit(client: AsyncSMTP) -> int | None:
@@ -462,8 +469,8 @@ class AsyncSMTPPool:
         self._opened = 0
         self._closed = False
         self._drained: anyio.Event | None = None
-        #: The connections :meth:`aclose` does not wait for: lent to the task
-        #: that closes the pool (or to a task it runs in).
+        #: The connections :meth:`aclose` does not wait for: lent to
+        #: :meth:`connection` blocks the closing task runs in.
         self._not_waited_for: frozenset[_Connection] = frozenset()
         self._close_done: anyio.Event | None = None
         self._pause_until = -math.inf
@@ -531,9 +538,9 @@ class AsyncSMTPPool:
         :raises SMTPConnectError: the server's greeting was not 220.
         """
         conn = await self._acquire()
-        conn.holder = _current_task()
         try:
-            yield conn.client
+            with _borrowing(conn):
+                yield conn.client
         except BaseException:
             await self._release(conn, discard=True)
             raise
@@ -706,7 +713,6 @@ class AsyncSMTPPool:
     async def _release(self, conn: _Connection, *, discard: bool) -> None:
         """Take a lent connection back: pool it, or close it."""
         borrower, conn.borrower = conn.borrower, None
-        conn.holder = None
         try:
             client = conn.client
             if (
@@ -770,33 +776,33 @@ class AsyncSMTPPool:
         Idle connections are closed with QUIT.  Closing again waits for the
         first close to finish.
 
-        Connections that :meth:`connection` lent to the task calling
-        :meth:`aclose`, or to a task it runs in (one that started its task
-        group), can only come back after :meth:`aclose` returns: they are
-        neither waited for nor closed under their user.  They stay usable
-        until the end of their ``async with`` block and are closed with QUIT
-        then, like any connection given back to a closed pool.
+        :meth:`aclose` called inside an ``async with`` :meth:`connection`
+        block, or in a task started inside it (a task group's or a nursery's
+        child, ``asyncio.create_task``, ``asyncio.wait_for``: any task that
+        copies the block's context), does not wait for that block's
+        connection, which can only come back after :meth:`aclose` returns,
+        nor closes it under its user.  It stays usable until the end of the
+        block and is closed with QUIT then, like any connection given back to
+        a closed pool.
 
         :param grace: seconds to wait for connections in use; ``None`` waits
             as long as they take.
         """
-        await self._aclose(grace, _current_task_and_parents)
+        await self._aclose(grace, _BORROWED.get())
 
-    async def _aclose(
-        self, grace: float | None, closers: Callable[[], Set[Hashable]]
-    ) -> None:
-        """:meth:`aclose`, not waiting for the connections lent to ``closers()``
-        (called only when some connection is lent by :meth:`connection`)."""
+    async def _aclose(self, grace: float | None, held: Set[object]) -> None:
+        """:meth:`aclose`, not waiting for the connections whose loans are in
+        ``held`` (the caller's own)."""
         if self._closed:
             if self._close_done is not None:
                 with anyio.CancelScope(shield=True):
                     await self._close_done.wait()
             return
-        lent = [conn for conn in self._connections if conn.holder is not None]
-        if lent:
-            keys = closers()
+        if held:
             self._not_waited_for = frozenset(
-                conn for conn in lent if conn.holder in keys
+                conn
+                for conn in self._connections
+                if conn.borrower is not None and conn.borrower in held
             )
         self._closed = True
         self._close_done = anyio.Event()

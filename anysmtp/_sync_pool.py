@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import email.message
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, TypeVar, Unpack
@@ -21,6 +20,7 @@ from anyio.from_thread import BlockingPortal
 
 from ._client import AsyncSMTP
 from ._pool import (
+    _BORROWED,
     AsyncSMTPPool,
     Backoff,
     ConnectionOptions,
@@ -28,6 +28,7 @@ from ._pool import (
     Progress,
     SendItem,
     SendResult,
+    _borrowing,
     _Connection,
 )
 from ._portal import LoopPortal, Portal, get_portal, run_in_portal
@@ -182,10 +183,11 @@ class SMTPPool:
         :raises SMTPConnectError: the server's greeting was not 220.
         """
         conn = self._acquire()
-        conn.holder = _current_thread()
         facade = _lend(conn, self._portal)
         try:
-            yield facade
+            # Recorded in the calling thread's context, where close() reads it.
+            with _borrowing(conn):
+                yield facade
         except BaseException:
             self._give_back(conn, facade, discard=True)
             raise
@@ -334,14 +336,9 @@ class SMTPPool:
         :param grace: seconds to wait for connections in use (lent to other
             threads); ``None`` waits as long as they take.
         """
-        caller = _current_thread()
-        self._run(lambda: self._pool._aclose(grace, lambda: {caller}))
-
-
-def _current_thread() -> tuple[str, int]:
-    """The key of a connection borrowed by the calling thread (never equal to
-    a task's key, an ``int``)."""
-    return ("thread", threading.get_ident())
+        # Read here: the coroutine runs in the loop thread, in another context.
+        held = _BORROWED.get()
+        self._run(lambda: self._pool._aclose(grace, held))
 
 
 def _lend(conn: _Connection, portal: BlockingPortal | None) -> SMTP:

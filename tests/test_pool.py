@@ -525,6 +525,50 @@ async def test_messages_sent_through_a_borrowed_connection_count_too() -> None:
     assert mailer.delivered() == ["m0", "m1", "m2"]
 
 
+@pytest.mark.parametrize(
+    "send_mail",
+    [
+        pytest.param(
+            lambda smtp: smtp.docmd("MAIL FROM:<alice@example.com>"), id="docmd-line"
+        ),
+        pytest.param(
+            lambda smtp: smtp.docmd("mail", "FROM:<alice@example.com>"),
+            id="docmd-verb",
+        ),
+        pytest.param(
+            lambda smtp: smtp.putcmd("Mail", "FROM:<alice@example.com>"), id="putcmd"
+        ),
+    ],
+)
+async def test_a_mail_command_sent_by_hand_counts_too(
+    send_mail: Callable[[anysmtp.AsyncSMTP], Any],
+) -> None:
+    # Servers count MAIL commands, however the client sends them.
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_messages_per_connection=1) as pool:
+            async with pool.connection() as smtp:
+                assert await smtp.noop() == (250, b"2.0.0 ok")  # not a MAIL
+                reply = await send_mail(smtp)
+                if reply is None:  # putcmd: the reply is still to be read
+                    reply = await smtp.getreply()
+                assert reply == (250, b"2.1.0 ok")
+                assert await smtp.rcpt("bob@example.com") == (250, b"2.1.5 ok")
+                assert await smtp.data(message("m0").as_bytes()) == (
+                    250,
+                    b"2.0.0 queued",
+                )
+            # One MAIL, the limit: retired when given back.
+            assert (pool.size, pool.idle) == (0, 0)
+            await pool.send(message("m1"))
+    assert mailer.sessions() == [
+        ["EHLO", "NOOP", "MAIL", "RCPT", "DATA", "QUIT"],
+        ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"],
+    ]
+    assert mailer.delivered() == ["m0", "m1"]
+    assert server.connections == 2
+
+
 # Health checks and idle connections ------------------------------------------------
 
 
@@ -1768,6 +1812,153 @@ async def test_aclose_inside_a_borrowed_connection_waits_for_other_tasks(
         assert pool.size == 0
     assert subjects(quitter) == ["other", "mine"]
     assert len(quits(quitter)) == 2
+
+
+#: For tests of asyncio's own ways to start a task (``asyncio.create_task``,
+#: ``asyncio.wait_for``), which trio does not have.
+ASYNCIO_ONLY: Final = pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        pytest.param(("asyncio", {}), id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ],
+)
+
+
+@ASYNCIO_ONLY
+@pytest.mark.parametrize("close", CLOSES)
+@pytest.mark.parametrize("start", ["create_task", "wait_for"])
+async def test_aclose_in_an_asyncio_task_started_inside_a_borrowed_connection(
+    quitter: AiosmtpdServer, close: dict[str, Any], start: str
+) -> None:
+    # A task started inside the block (a plain asyncio task: anyio knows no
+    # parent of it) can only finish closing the pool before the block ends.
+    import asyncio
+
+    pool = pool_for(quitter)
+    with no_leaked_sockets(quitter.port):
+        async with pool.connection() as smtp:
+            await smtp.send_message(message("before"))
+            with anyio.fail_after(TIMEOUT / 2):
+                if start == "create_task":
+                    await asyncio.create_task(pool.aclose(**close))
+                else:
+                    await asyncio.wait_for(pool.aclose(**close), TIMEOUT)
+            assert pool.closed
+            assert smtp.is_connected
+            await smtp.send_message(message("after"))
+            assert (pool.size, pool.idle) == (1, 0)
+        assert pool.size == 0
+    assert subjects(quitter) == ["before", "after"]
+    assert quits(quitter) == list(peers(quitter))
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    # trio's own nursery, which anyio does not manage.
+    [pytest.param(("trio", {}), id="trio")],
+)
+@pytest.mark.parametrize("close", CLOSES)
+async def test_aclose_in_a_trio_nursery_child_inside_a_borrowed_connection(
+    quitter: AiosmtpdServer, close: dict[str, Any]
+) -> None:
+    import trio
+
+    pool = pool_for(quitter)
+    with no_leaked_sockets(quitter.port):
+        async with pool.connection() as smtp:
+            await smtp.send_message(message("before"))
+            with anyio.fail_after(TIMEOUT / 2):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(lambda: pool.aclose(**close))
+            assert pool.closed
+            assert smtp.is_connected
+            await smtp.send_message(message("after"))
+        assert pool.size == 0
+    assert subjects(quitter) == ["before", "after"]
+    assert quits(quitter) == list(peers(quitter))
+
+
+async def test_a_task_started_inside_a_borrowed_connection_waits_for_the_others(
+    quitter: AiosmtpdServer,
+) -> None:
+    # Only the block's own connections are the closer's: another task's
+    # connection is waited for, from a task started inside the block too.
+    pool = pool_for(quitter)
+    holding = anyio.Event()
+    release = anyio.Event()
+
+    async def other() -> None:
+        async with pool.connection() as smtp:
+            holding.set()
+            await release.wait()
+            await smtp.send_message(message("other"))
+
+    async def close() -> None:
+        await pool.aclose(grace=None)
+        # Back only once the other task gave its connection back.
+        assert release.is_set()
+
+    async def release_while_closing() -> None:
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+
+    with no_leaked_sockets(quitter.port):
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(other)
+            await holding.wait()
+            async with pool.connection() as smtp:
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(close)
+                    inner.start_soon(release_while_closing)
+                assert pool.size == 1
+                await smtp.send_message(message("mine"))
+        assert pool.size == 0
+    assert subjects(quitter) == ["other", "mine"]
+    assert len(quits(quitter)) == 2
+
+
+async def test_a_task_that_outlives_its_block_does_not_own_the_next_loan(
+    quitter: AiosmtpdServer,
+) -> None:
+    # The closer was started inside a block; by the time it closes the pool,
+    # that block gave its connection back and another task borrowed the same
+    # connection: that loan is not the closer's, so aclose waits for it.
+    pool = pool_for(quitter, max_size=1)
+    block_done = anyio.Event()
+    holding = anyio.Event()
+    release = anyio.Event()
+
+    async def closer() -> None:
+        await block_done.wait()
+        await holding.wait()
+        await pool.aclose(grace=None)
+        assert release.is_set()
+
+    async def other() -> None:
+        async with pool.connection() as smtp:
+            holding.set()
+            await release.wait()
+            await smtp.send_message(message("other"))
+
+    async def release_while_closing() -> None:
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+
+    with no_leaked_sockets(quitter.port):
+        async with anyio.create_task_group() as group:
+            async with pool.connection() as smtp:
+                group.start_soon(closer)  # copies this block's context
+                await smtp.send_message(message("mine"))
+            block_done.set()
+            group.start_soon(other)
+            await holding.wait()
+            group.start_soon(release_while_closing)
+        assert (pool.closed, pool.size) == (True, 0)
+    assert subjects(quitter) == ["mine", "other"]
+    # One connection, lent twice, closed with QUIT once.
+    assert len(peers(quitter)) == 1
+    assert quits(quitter) == list(peers(quitter))
 
 
 @pytest.mark.parametrize("close", CLOSES)
