@@ -583,12 +583,25 @@ class AsyncSMTPPool:
     def _give_back(self, borrower: object) -> None:
         self._get_limiter().release_on_behalf_of(borrower)
         self._busy -= 1
+        self._wake_closer_if_drained()
+
+    def _wake_closer_if_drained(self) -> None:
+        """Wake the closing task if only connections it does not wait for are
+        still lent out."""
         if self._drained is not None and self._busy == self._lent_to_closer():
             self._drained.set()
 
     def _lent_to_closer(self) -> int:
         """How many connections are still lent to the task closing the pool."""
         return sum(1 for conn in self._not_waited_for if conn.borrower is not None)
+
+    def _lent_under(self, held: Set[object]) -> frozenset[_Connection]:
+        """The connections lent out under the loans in ``held``."""
+        return frozenset(
+            conn
+            for conn in self._connections
+            if conn.borrower is not None and conn.borrower in held
+        )
 
     async def _reuse(self) -> _Connection | None:
         """The most recently used idle connection that is fit for use."""
@@ -794,16 +807,19 @@ class AsyncSMTPPool:
         """:meth:`aclose`, not waiting for the connections whose loans are in
         ``held`` (the caller's own)."""
         if self._closed:
+            # Another task is closing (or has closed) the pool: it must not
+            # wait for this caller's own connections either, which only come
+            # back after this call returns.
+            mine = self._lent_under(held) if held else frozenset()
+            if not mine <= self._not_waited_for:
+                self._not_waited_for |= mine
+                self._wake_closer_if_drained()
             if self._close_done is not None:
                 with anyio.CancelScope(shield=True):
                     await self._close_done.wait()
             return
         if held:
-            self._not_waited_for = frozenset(
-                conn
-                for conn in self._connections
-                if conn.borrower is not None and conn.borrower in held
-            )
+            self._not_waited_for = self._lent_under(held)
         self._closed = True
         self._close_done = anyio.Event()
         if self._closing is not None:

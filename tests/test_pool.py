@@ -1961,6 +1961,44 @@ async def test_a_task_that_outlives_its_block_does_not_own_the_next_loan(
     assert quits(quitter) == list(peers(quitter))
 
 
+@pytest.mark.parametrize("grace", [2.0, None])
+@pytest.mark.parametrize("first_closer_started", ["by the block's task", "by another"])
+async def test_a_second_aclose_inside_a_block_does_not_wait_for_it(
+    quitter: AiosmtpdServer, grace: float | None, first_closer_started: str
+) -> None:
+    # Another task is already closing the pool and waits for every connection
+    # lent out; aclose() inside a block must not wait for that first close to
+    # wait for the block's own connection (with grace=None: for ever).
+    pool = pool_for(quitter)
+    borrowed = anyio.Event()
+    first_closing = anyio.Event()
+
+    async def first_closer() -> None:
+        await borrowed.wait()
+        first_closing.set()
+        await pool.aclose(grace=grace)
+
+    async def block() -> None:
+        async with pool.connection() as smtp:
+            borrowed.set()
+            await first_closing.wait()
+            await anyio.wait_all_tasks_blocked()  # the first close waits
+            await pool.aclose()
+            # Neither close took the block's connection from under it.
+            await smtp.send_message(message("mine"))
+
+    with no_leaked_sockets(quitter.port), anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first_closer)
+            if first_closer_started == "by the block's task":
+                await block()
+            else:
+                group.start_soon(block)
+        assert (pool.closed, pool.size) == (True, 0)
+    assert subjects(quitter) == ["mine"]
+    assert quits(quitter) == list(peers(quitter))
+
+
 @pytest.mark.parametrize("close", CLOSES)
 def test_sync_close_inside_a_borrowed_connection_does_not_wait_for_it(
     quitter: AiosmtpdServer, close: dict[str, Any]
