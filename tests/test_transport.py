@@ -903,6 +903,21 @@ def arrived(sock: socket.socket, size: int) -> None:
     raise AssertionError("nothing arrived")
 
 
+async def receive_while_sent(
+    transport: Transport, theirs: socket.socket, data: bytes
+) -> RawReply:
+    """``receive_reply()``, with ``data`` sent while it waits."""
+
+    async def send_later() -> None:
+        await anyio.sleep(0.05)
+        theirs.sendall(data)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(send_later)
+        reply = await transport.receive_reply(5)
+    return reply
+
+
 def reply_of(reply: RawReply | None) -> tuple[int, bytes] | None:
     return None if reply is None else (reply.code, reply.message)
 
@@ -921,14 +936,7 @@ async def test_arrived_reply_takes_what_is_there_in_order() -> None:
         assert reply_of(transport.arrived_reply()) == (250, b"two\nthree")
         # Half a reply: nothing yet; the rest comes while receive_reply waits.
         assert transport.arrived_reply() is None
-
-        async def rest() -> None:
-            await anyio.sleep(0.05)
-            theirs.sendall(b" ahead\r\n")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rest)
-            third = await transport.receive_reply(5)
+        third = await receive_while_sent(transport, theirs, b" ahead\r\n")
         assert reply_of(third) == (354, b"go ahead")
 
 
@@ -936,14 +944,7 @@ async def test_arrived_reply_when_nothing_came_then_waits() -> None:
     with connected_transport() as (transport, theirs):
         assert transport.arrived_reply() is None
         assert transport.arrived_reply() is None  # asking again changes nothing
-
-        async def later() -> None:
-            await anyio.sleep(0.05)
-            theirs.sendall(b"250 late\r\n")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(later)
-            reply = await transport.receive_reply(5)
+        reply = await receive_while_sent(transport, theirs, b"250 late\r\n")
         assert reply_of(reply) == (250, b"late")
 
 
