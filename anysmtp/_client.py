@@ -68,6 +68,7 @@ from ._protocol import (
     ReplyLimitError,
     addr_only,
     check_address,
+    crlf_only,
     format_command,
     mail_path,
 )
@@ -1057,7 +1058,7 @@ class AsyncSMTP:
         if data is not None and DataEncoder.goes_as_is(data):
             # Nothing to change: the message goes as it is, without a copy.
             await self.send(data)
-            await self.send(b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+            await self.send(DataEncoder.end_of_data(data))
             return
         encoder = DataEncoder()
         try:
@@ -1076,13 +1077,11 @@ class AsyncSMTP:
     async def _end_of_data_reply(self) -> SMTPResponse:
         self._final_reply_pending = True
         # Not _arrived_reply(): data() takes this path with a getreply() hook.
-        reply = await self.getreply()
+        code, repl = await self.getreply()
         self._final_reply_pending = False
-        if type(reply) is not SMTPResponse:  # a getreply() override's own tuple
-            code, repl = reply
-            reply = SMTPResponse(code, repl)
+        reply = SMTPResponse(code, repl)
         if self.debuglevel > 0:
-            self._print_debug("data:", tuple(reply))
+            self._print_debug("data:", (code, repl))
         self._last_data_response = reply
         return reply
 
@@ -1704,7 +1703,7 @@ class AsyncSMTP:
             PIPELINING, where each reply must come before the next chunk.
         """
         data = body.data
-        if data is not None and (binary or DataEncoder.is_canonical(data)):
+        if data is not None and (binary or crlf_only(data)):
             # Nothing to change: one chunk, sent as it is, without a copy.
             tail = b"" if binary or data.endswith(b"\r\n") else b"\r\n"
             await self.send(b"BDAT %d LAST\r\n" % (len(data) + len(tail)))

@@ -468,25 +468,25 @@ class DataEncoder:
         return tail + b".\r\n" if self._stuff_dots else tail
 
     @staticmethod
-    def is_canonical(body: bytes) -> bool:
-        """Whether ``body`` needs no change at all, dot-stuffing aside when
-        ``stuff_dots`` is off: every line ending is CRLF.  The check runs at C
-        speed (see :func:`crlf_only`), so a large message in this form is sent
-        as it is, without a copy."""
-        return crlf_only(body)
-
-    @staticmethod
     def goes_as_is(body: bytes) -> bool:
         """Whether ``body`` needs no change at all before the end-of-data line:
-        CRLF line endings only and no line that starts with a dot."""
+        CRLF line endings only and no line that starts with a dot.  The check
+        runs at C speed, so a large message in this form is sent as it is,
+        without a copy."""
         return (
             crlf_only(body) and not body.startswith(b".") and not has_dot_after_lf(body)
         )
+
+    @staticmethod
+    def end_of_data(body: bytes) -> bytes:
+        """What follows a non-empty body that :meth:`goes_as_is`: the ``.``
+        line, after a final CRLF if the body lacks one."""
+        return b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"
 
     @classmethod
     def encode_all(cls, body: bytes) -> bytes:
         """The whole DATA payload for a body held in memory."""
         if body and cls.goes_as_is(body):
-            return body + (b".\r\n" if body.endswith(b"\n") else b"\r\n.\r\n")
+            return body + cls.end_of_data(body)
         encoder = cls()
         return encoder.encode(body) + encoder.finish()
