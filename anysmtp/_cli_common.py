@@ -27,7 +27,6 @@ __all__ = [
     "format_address",
     "listening_port",
     "parse_server",
-    "port_number",
     "read_password",
     "read_secret_file",
     "require_module",
@@ -87,7 +86,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def port_number(text: str) -> int:
+def _port_number(text: str) -> int:
     """``--port``: 1 to 65535."""
     if not _is_port(text):
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
@@ -134,7 +133,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--port",
-        type=port_number,
+        type=_port_number,
         help="the server's port (default: 465 with --tls, 587 with --starttls, "
         "else 25, unless the server is given as host:port)",
     )

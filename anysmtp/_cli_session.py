@@ -101,6 +101,7 @@ def server_offers(client: AsyncSMTP, where: str) -> ServerOffers:
     """What the server of a session offers for 8-bit content (after EHLO)."""
     return ServerOffers(
         eightbitmime=client.has_extn("8bitmime"),
-        binarymime=client.has_extn("binarymime") and client.has_extn("chunking"),
+        # The client's own rule for sending NUL bytes as BODY=BINARYMIME.
+        binarymime=client.has_extn("binarymime") and client._can_chunk(),
         where=where,
     )

@@ -588,20 +588,17 @@ class AsyncSMTPPool:
     def _wake_closer_if_drained(self) -> None:
         """Wake the closing task if only connections it does not wait for are
         still lent out."""
-        if self._drained is not None and self._busy == self._lent_to_closer():
+        if self._drained is not None and self._busy == len(self._kept_for_closer()):
             self._drained.set()
 
-    def _lent_to_closer(self) -> int:
-        """How many connections are still lent to the task closing the pool."""
-        return sum(1 for conn in self._not_waited_for if conn.borrower is not None)
+    def _kept_for_closer(self) -> set[_Connection]:
+        """The connections still lent to the tasks closing the pool (neither
+        waited for nor closed under them)."""
+        return {conn for conn in self._not_waited_for if conn.borrower is not None}
 
     def _lent_under(self, held: Set[object]) -> frozenset[_Connection]:
         """The connections lent out under the loans in ``held``."""
-        return frozenset(
-            conn
-            for conn in self._connections
-            if conn.borrower is not None and conn.borrower in held
-        )
+        return frozenset(conn for conn in self._connections if conn.borrower in held)
 
     async def _reuse(self) -> _Connection | None:
         """The most recently used idle connection that is fit for use."""
@@ -810,7 +807,7 @@ class AsyncSMTPPool:
             # Another task is closing (or has closed) the pool: it must not
             # wait for this caller's own connections either, which only come
             # back after this call returns.
-            mine = self._lent_under(held) if held else frozenset()
+            mine = self._lent_under(held)
             if not mine <= self._not_waited_for:
                 self._not_waited_for |= mine
                 self._wake_closer_if_drained()
@@ -818,8 +815,7 @@ class AsyncSMTPPool:
                 with anyio.CancelScope(shield=True):
                     await self._close_done.wait()
             return
-        if held:
-            self._not_waited_for = self._lent_under(held)
+        self._not_waited_for = self._lent_under(held)
         self._closed = True
         self._close_done = anyio.Event()
         if self._closing is not None:
@@ -828,13 +824,12 @@ class AsyncSMTPPool:
             # Wake whoever waits for a connection: they find the pool closed.
             self._limiter.total_tokens = math.inf
         with anyio.CancelScope(shield=True):
-            if self._busy > self._lent_to_closer():
+            if self._busy > len(self._kept_for_closer()):
                 self._drained = anyio.Event()
                 with anyio.move_on_after(grace):
                     await self._drained.wait()
             idle, self._idle = self._idle, []
-            keep = {conn for conn in self._not_waited_for if conn.borrower is not None}
-            for conn in self._connections - set(idle) - keep:
+            for conn in self._connections - set(idle) - self._kept_for_closer():
                 # Still lent out after the grace period.
                 self._drop(conn)
             await self._dispose_all(idle)

@@ -33,7 +33,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 import anysmtp
 from anysmtp import _pool
-from tests.conftest import Certificates
+from tests.conftest import ASYNCIO_BACKENDS, Certificates
 from tests.servers import AiosmtpdServer, RecordingHandler, ScriptedConnection, drain
 
 pytestmark = pytest.mark.anyio
@@ -1603,41 +1603,6 @@ async def test_every_mail_command_counts_toward_mailmax(
     assert server.connections == 2
 
 
-async def test_the_clients_mail_count_is_per_connection() -> None:
-    # What the pool retires connections by: the MAIL commands sent on the
-    # current connection (refused ones too), none from an earlier one.
-    mailer = Mailer(Plan(mail=b"550 5.7.1 sender refused"))
-    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
-        smtp = anysmtp.AsyncSMTP(
-            hostname=server.host,
-            port=server.port,
-            local_hostname="client",
-            start_tls=False,
-            timeout=TIMEOUT,
-        )
-        async with smtp:
-            await smtp.ehlo()
-            assert smtp._mail_transactions == 0
-            assert await smtp.mail("alice@example.com") == (
-                550,
-                b"5.7.1 sender refused",
-            )
-            await smtp.rset()
-            await smtp.send_message(message("m0"))
-            assert smtp._mail_transactions == 2
-            await smtp.connect()  # closes the first connection
-            assert smtp._mail_transactions == 0
-            await smtp.send_message(message("m1"))
-            assert smtp._mail_transactions == 1
-            smtp.close()
-            assert smtp._mail_transactions == 0
-    assert mailer.sessions() == [
-        ["EHLO", "MAIL", "RSET", "MAIL", "RCPT", "DATA"],
-        ["EHLO", "MAIL", "RCPT", "DATA"],
-    ]
-    assert mailer.delivered() == ["m0", "m1"]
-
-
 @pytest.mark.subprocess
 def test_sync_ctrl_c_while_waiting_for_a_connection_loses_no_token(
     smtpd: AiosmtpdServer,
@@ -1816,13 +1781,7 @@ async def test_aclose_inside_a_borrowed_connection_waits_for_other_tasks(
 
 #: For tests of asyncio's own ways to start a task (``asyncio.create_task``,
 #: ``asyncio.wait_for``), which trio does not have.
-ASYNCIO_ONLY: Final = pytest.mark.parametrize(
-    "anyio_backend",
-    [
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    ],
-)
+ASYNCIO_ONLY: Final = pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
 
 
 @ASYNCIO_ONLY

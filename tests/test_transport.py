@@ -30,6 +30,7 @@ import pytest
 import anysmtp
 from anysmtp._protocol import RawReply
 from anysmtp._transport import Transport
+from tests.conftest import ASYNCIO_BACKENDS
 from tests.servers import (
     AiosmtpdServer,
     ScriptedConnection,
@@ -753,11 +754,6 @@ async def test_cancel_during_happy_eyeballs(
 
 
 # asyncio's reader ---------------------------------------------------------------
-
-ASYNCIO_BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-]
 
 
 @pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)

@@ -11,14 +11,10 @@ import pytest
 
 import anysmtp
 from anysmtp._turns import Turns
+from tests.conftest import ASYNCIO_BACKENDS
 from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
 
 pytestmark = pytest.mark.anyio
-
-ASYNCIO_BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-]
 
 
 async def test_free_lock_is_taken_without_waiting() -> None:
