@@ -170,11 +170,6 @@ def _class_overrides(cls: type, name: str) -> bool:
     return overridden
 
 
-#: Chunks awaiting their replies in a pipelined BDAT upload: enough to keep a
-#: long path busy, few enough that a refusal wastes little.
-_BDAT_WINDOW: Final = 4
-
-
 def _binary_body(
     body: MessageBody,
     mail_options: Sequence[str],
@@ -308,8 +303,9 @@ class AsyncSMTP:
 
     default_port: ClassVar[int] = SMTP_PORT
     ehlo_msg: ClassVar[str] = "ehlo"
-    #: LMTP reads one final reply per recipient: not pipelined or chunked yet.
-    _pipelining_allowed: ClassVar[bool] = True
+    #: Chunks awaiting their replies in a pipelined BDAT upload: enough to keep
+    #: a long path busy, few enough that a refusal wastes little.
+    _bdat_window: ClassVar[int] = 4
 
     debuglevel: int
     helo_resp: bytes | None
@@ -1078,12 +1074,17 @@ class AsyncSMTP:
         self._final_reply_pending = True
         # Not _arrived_reply(): data() takes this path with a getreply() hook.
         code, repl = await self.getreply()
-        self._final_reply_pending = False
-        reply = SMTPResponse(code, repl)
         if self.debuglevel > 0:
             self._print_debug("data:", (code, repl))
+        reply = await self._final_reply(SMTPResponse(code, repl))
+        self._final_reply_pending = False
         self._last_data_response = reply
         return reply
+
+    async def _final_reply(self, first: SMTPResponse) -> SMTPResponse:
+        """The reply to the end of a message (after DATA, or to ``BDAT LAST``),
+        given the first one read; LMTP reads one for every recipient."""
+        return first
 
     def _overridden(self, name: str) -> bool:
         """Whether a subclass or the sync facade replaced the method ``name``."""
@@ -1094,7 +1095,6 @@ class AsyncSMTP:
         return (
             self._pipelining
             and "pipelining" in self.esmtp_features
-            and self._pipelining_allowed
             and not self._hooks_overridden()
         )
 
@@ -1103,7 +1103,6 @@ class AsyncSMTP:
         return (
             self._chunking
             and "chunking" in self.esmtp_features
-            and self._pipelining_allowed
             and not self._hooks_overridden()
         )
 
@@ -1511,7 +1510,7 @@ class AsyncSMTP:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
     ) -> SendErrors:
-        self._final_reply_pending = False
+        self._new_transaction()
         await self.ehlo_or_helo_if_needed()
         # Everything that can be refused locally is refused before a byte is sent.
         body = MessageBody(msg)
@@ -1576,6 +1575,10 @@ class AsyncSMTP:
         else:
             code, resp = await self.data(message)
         return await self._finish_transaction(code, resp, senderrs)
+
+    def _new_transaction(self) -> None:
+        """Forget what the previous transaction left behind."""
+        self._final_reply_pending = False
 
     async def _finish_transaction(
         self, code: int, resp: bytes, senderrs: SendErrors
@@ -1681,16 +1684,17 @@ class AsyncSMTP:
         if sent:
             # Refused (and discarded) when the transaction never started.
             reply = await self._bdat_reply()
-            self._final_reply_pending = False
             if not refused:
+                reply = await self._final_reply(reply)
                 self._last_data_response = reply
+            self._final_reply_pending = False
         if refused:
             await self._rset()
             if isinstance(refused, SMTPSenderRefused):
                 raise refused
             raise SMTPRecipientsRefused(senderrs)
         if not sent:
-            reply = await self._bdat(body, binary, window=_BDAT_WINDOW)
+            reply = await self._bdat(body, binary, window=self._bdat_window)
         return await self._finish_transaction(reply[0], reply[1], senderrs)
 
     async def _bdat(
@@ -1711,7 +1715,7 @@ class AsyncSMTP:
             if tail:
                 await self.send(tail)
             self._final_reply_pending = True
-            reply = await self._bdat_reply()
+            reply = await self._final_reply(await self._bdat_reply())
             self._final_reply_pending = False
             self._last_data_response = reply
             return reply
@@ -1747,10 +1751,11 @@ class AsyncSMTP:
             unanswered += 1
             self._final_reply_pending = True
         final: SMTPResponse | None = refusal
-        for _ in range(unanswered):
+        for left in range(unanswered - 1, -1, -1):
             reply = await self._bdat_reply()
             if final is None or final[0] == 250:
-                final = reply
+                # The last one answers BDAT LAST when nothing was refused.
+                final = reply if left or refusal else await self._final_reply(reply)
         self._final_reply_pending = False
         assert final is not None
         self._last_data_response = final
@@ -1957,7 +1962,10 @@ class AsyncLMTP(AsyncSMTP):
 
     It greets with LHLO and, unlike smtplib's LMTP, reads one reply to the end of
     the data for every accepted recipient: ``sendmail`` reports the recipients
-    whose delivery failed in its result, as refused ones.
+    whose delivery failed in its result, as refused ones.  The envelope is
+    pipelined when the server offers PIPELINING (RFC 2033 requires it of LMTP
+    servers), and the message goes with BDAT when it offers CHUNKING:
+    ``BDAT LAST`` is answered once for every accepted recipient too.
 
     :param host: the server, or the absolute path of a Unix socket (``"/..."``).
     :param port: the server's port (2003 by default).
@@ -1974,7 +1982,9 @@ class AsyncLMTP(AsyncSMTP):
 
     default_port: ClassVar[int] = LMTP_PORT
     ehlo_msg: ClassVar[str] = "lhlo"
-    _pipelining_allowed: ClassVar[bool] = False
+    #: One chunk at a time: RFC 2033 does not say how many replies a pipelined
+    #: ``BDAT LAST`` gets after a refused chunk, so it only follows accepted ones.
+    _bdat_window: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -2070,22 +2080,32 @@ class AsyncLMTP(AsyncSMTP):
             first failure.
         :raises SMTPDataError: the server did not answer DATA with 354.
         """
-        recipients = self._accepted_recipients
         self.lmtp_data_replies = []
-        replies = [SMTPResponse(*await super().data(msg))]
+        return await super().data(msg)
+
+    def _new_transaction(self) -> None:
+        super()._new_transaction()
+        self.lmtp_data_replies = []
+
+    async def _final_reply(self, first: SMTPResponse) -> SMTPResponse:
+        """Read the replies of the accepted recipients after the first (RFC
+        2033), keep them in ``lmtp_data_replies``, and report the failed
+        deliveries as refused recipients.
+
+        :returns: the first success when any recipient got the message, else the
+            first failure.
+        """
+        recipients = self._accepted_recipients
+        replies = [first]
         for _ in recipients[1:]:
             replies.append(SMTPResponse(*await self.getreply()))
         self.lmtp_data_replies = list(zip(recipients, replies, strict=False))
-        refused: SendErrors = {
+        self._data_refusals = {
             recipient: (each.code, each.message)
             for recipient, each in self.lmtp_data_replies
             if each.code != 250
         }
-        successes = [each for each in replies if each.code == 250]
-        self._data_refusals = refused
-        if successes:
-            return successes[0]
-        return replies[0]
+        return next((each for each in replies if each.code == 250), first)
 
 
 #: The classes whose methods are the library's own (not overrides).

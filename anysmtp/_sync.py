@@ -60,7 +60,7 @@ class SMTP(SyncClient):
 
     ehlo_msg: ClassVar[str] = "ehlo"
 
-    _pipelining_allowed: ClassVar[bool] = True
+    _bdat_window: ClassVar[int] = 4
 
     @property
     def debuglevel(self) -> int:
@@ -653,7 +653,10 @@ class LMTP(SyncLMTPInit, SMTP):
 
     It greets with LHLO and, unlike smtplib's LMTP, reads one reply to the end of
     the data for every accepted recipient: ``sendmail`` reports the recipients
-    whose delivery failed in its result, as refused ones.
+    whose delivery failed in its result, as refused ones.  The envelope is
+    pipelined when the server offers PIPELINING (RFC 2033 requires it of LMTP
+    servers), and the message goes with BDAT when it offers CHUNKING:
+    ``BDAT LAST`` is answered once for every accepted recipient too.
 
     See the constructor for its arguments.
     """
@@ -666,7 +669,7 @@ class LMTP(SyncLMTPInit, SMTP):
 
     ehlo_msg: ClassVar[str] = "lhlo"
 
-    _pipelining_allowed: ClassVar[bool] = False
+    _bdat_window: ClassVar[int] = 1
 
     def connect(
         self,

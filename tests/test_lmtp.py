@@ -39,20 +39,42 @@ MESSAGE = b"Subject: lmtp\r\n\r\n.dot\r\nbody\r\n"
 MESSAGE_WIRE = b"Subject: lmtp\r\n\r\n..dot\r\nbody\r\n.\r\n"
 
 
+#: LHLO replies: without extensions the client waits for each reply; with
+#: PIPELINING (which RFC 2033 requires of LMTP servers) it sends MAIL, every RCPT
+#: and DATA at once, and the scripts below, which read one command and answer
+#: it, see the same commands and give the same replies.
+PLAIN_LHLO = b"250-lmtp\r\n250 8BITMIME\r\n"
+PIPELINING_LHLO = b"250-lmtp\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+CHUNKING_LHLO = b"250-lmtp\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(PLAIN_LHLO, id="one-by-one"),
+        pytest.param(PIPELINING_LHLO, id="pipelined"),
+    ]
+)
+def lhlo_reply(request: pytest.FixtureRequest) -> bytes:
+    """The server's LHLO reply, with and without PIPELINING."""
+    reply: bytes = request.param
+    return reply
+
+
 def lmtp_transaction(
-    rcpt_replies: list[bytes], data_replies: bytes, *, then: Script = drain
+    lhlo_reply: bytes,
+    rcpt_replies: list[bytes],
+    data_replies: bytes,
+    *,
+    then: Script = drain,
 ) -> Script:
-    """Greeting, LHLO, MAIL, one RCPT per reply given, DATA, the message, then
-    ``data_replies`` (all the per-recipient replies in one write), then ``then``.
+    """Greeting, ``lhlo_reply`` to LHLO, MAIL, one RCPT per reply given, DATA,
+    the message, then ``data_replies`` (all the per-recipient replies in one
+    write), then ``then``.
     """
 
     def script(conn: ScriptedConnection) -> None:
         conn.send(b"220 lmtp ready\r\n")
-        exchange(
-            conn,
-            (b"lhlo", b"250-lmtp\r\n250 8BITMIME\r\n"),
-            (b"mail", b"250 ok\r\n"),
-        )
+        exchange(conn, (b"lhlo", lhlo_reply), (b"mail", b"250 ok\r\n"))
         for reply in rcpt_replies:
             exchange(conn, (b"rcpt", reply))
         exchange(conn, (b"data", b"354 go ahead\r\n"))
@@ -93,8 +115,9 @@ def test_lmtp_class_defaults() -> None:
 # One reply per recipient -------------------------------------------------------
 
 
-async def test_one_recipient_fails_at_data_stage() -> None:
+async def test_one_recipient_fails_at_data_stage(lhlo_reply: bytes) -> None:
     script = lmtp_transaction(
+        lhlo_reply,
         [b"250 ok\r\n"] * 3,
         b"250 2.0.0 bob delivered\r\n"
         b"452 4.2.2 carol over quota\r\n"
@@ -129,13 +152,16 @@ async def test_one_recipient_fails_at_data_stage() -> None:
     assert server.transcript.count(MESSAGE_WIRE) == 1
 
 
-async def test_replies_arriving_one_by_one() -> None:
+async def test_replies_arriving_one_by_one(lhlo_reply: bytes) -> None:
     def then(conn: ScriptedConnection) -> None:
         conn.send(b"250 carol delivered\r\n")
         noop_then_quit(conn)
 
     script = lmtp_transaction(
-        [b"250 ok\r\n", b"250 ok\r\n"], b"550 5.1.1 bob unknown\r\n", then=then
+        lhlo_reply,
+        [b"250 ok\r\n", b"250 ok\r\n"],
+        b"550 5.1.1 bob unknown\r\n",
+        then=then,
     )
     with ScriptedServer(script) as server:
         lmtp = lmtp_client(server)
@@ -148,8 +174,9 @@ async def test_replies_arriving_one_by_one() -> None:
     assert RSET not in server.transcript
 
 
-async def test_all_recipients_fail_at_data_stage() -> None:
+async def test_all_recipients_fail_at_data_stage(lhlo_reply: bytes) -> None:
     script = lmtp_transaction(
+        lhlo_reply,
         [b"250 ok\r\n", b"250 ok\r\n"],
         b"452 4.2.2 bob over quota\r\n554 5.6.0 carol rejects it\r\n",
         then=rset_noop_quit,
@@ -179,8 +206,9 @@ async def test_all_recipients_fail_at_data_stage() -> None:
     )
 
 
-async def test_only_accepted_recipients_get_a_data_reply() -> None:
+async def test_only_accepted_recipients_get_a_data_reply(lhlo_reply: bytes) -> None:
     script = lmtp_transaction(
+        lhlo_reply,
         [b"250 ok\r\n", b"550 5.1.1 no such user\r\n", b"251 will forward\r\n"],
         b"250 bob delivered\r\n451 4.3.0 dave deferred\r\n",
         then=noop_then_quit,
@@ -202,10 +230,12 @@ async def test_only_accepted_recipients_get_a_data_reply() -> None:
     assert server.transcript.count(MESSAGE_WIRE) == 1
 
 
-async def test_missing_data_reply_times_out() -> None:
+async def test_missing_data_reply_times_out(lhlo_reply: bytes) -> None:
     # Two accepted recipients but only one reply: the client waits for the
     # second one and must not take it from the next command.
-    script = lmtp_transaction([b"250 ok\r\n", b"250 ok\r\n"], b"250 bob delivered\r\n")
+    script = lmtp_transaction(
+        lhlo_reply, [b"250 ok\r\n", b"250 ok\r\n"], b"250 bob delivered\r\n"
+    )
     with ScriptedServer(script) as server:
         lmtp = lmtp_client(server, timeout=0.2)
         await lmtp.connect()
@@ -214,12 +244,12 @@ async def test_missing_data_reply_times_out() -> None:
         assert not lmtp.is_connected
 
 
-async def test_server_closes_between_data_replies() -> None:
+async def test_server_closes_between_data_replies(lhlo_reply: bytes) -> None:
     def then(conn: ScriptedConnection) -> None:
         pass  # closes after the first recipient's reply
 
     script = lmtp_transaction(
-        [b"250 ok\r\n", b"250 ok\r\n"], b"250 bob ok\r\n", then=then
+        lhlo_reply, [b"250 ok\r\n", b"250 ok\r\n"], b"250 bob ok\r\n", then=then
     )
     with ScriptedServer(script) as server:
         lmtp = lmtp_client(server)
@@ -227,11 +257,14 @@ async def test_server_closes_between_data_replies() -> None:
         with pytest.raises(anysmtp.SMTPServerDisconnected):
             await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
         assert not lmtp.is_connected
+        # Bob has the message: sending it again could deliver it twice.
+        assert lmtp.final_reply_pending
 
 
-async def test_second_transaction_replaces_the_replies() -> None:
+async def test_second_transaction_replaces_the_replies(lhlo_reply: bytes) -> None:
     def script(conn: ScriptedConnection) -> None:
         lmtp_transaction(
+            lhlo_reply,
             [b"250 ok\r\n", b"250 ok\r\n"],
             b"250 bob ok\r\n250 carol ok\r\n",
             then=lambda conn: None,
@@ -256,11 +289,11 @@ async def test_second_transaction_replaces_the_replies() -> None:
         await lmtp.quit()
 
 
-async def test_refused_data_command_leaves_no_stale_replies() -> None:
+async def test_refused_data_command_leaves_no_stale_replies(lhlo_reply: bytes) -> None:
     def script(conn: ScriptedConnection) -> None:
-        lmtp_transaction([b"250 ok\r\n"], b"250 bob ok\r\n", then=lambda conn: None)(
-            conn
-        )
+        lmtp_transaction(
+            lhlo_reply, [b"250 ok\r\n"], b"250 bob ok\r\n", then=lambda conn: None
+        )(conn)
         exchange(
             conn,
             (b"mail", b"250 ok\r\n"),
@@ -280,6 +313,201 @@ async def test_refused_data_command_leaves_no_stale_replies() -> None:
         assert lmtp.lmtp_data_replies == []
 
 
+# PIPELINING and CHUNKING -------------------------------------------------------
+
+
+def read_commands(conn: ScriptedConnection, count: int) -> list[bytes]:
+    """Read ``count`` command lines before answering any: a client that waits
+    for each reply would wait for good."""
+    return [conn.read_line() for _ in range(count)]
+
+
+async def test_pipelined_envelope_goes_in_one_flight() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(conn, (b"lhlo", PIPELINING_LHLO))
+        assert read_commands(conn, 5) == [MAIL, RCPT_BOB, RCPT_CAROL, RCPT_DAVE, DATA]
+        conn.send(
+            b"250 ok\r\n250 ok\r\n550 5.1.1 no carol\r\n250 ok\r\n354 go ahead\r\n"
+        )
+        conn.read_data()
+        conn.send(b"250 2.0.0 bob delivered\r\n452 4.2.2 dave over quota\r\n")
+        noop_then_quit(conn)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
+        assert refused == {
+            CAROL: (550, b"5.1.1 no carol"),
+            DAVE: (452, b"4.2.2 dave over quota"),
+        }
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (250, b"2.0.0 bob delivered")),
+            (DAVE, (452, b"4.2.2 dave over quota")),
+        ]
+        assert lmtp.last_data_response == (250, b"2.0.0 bob delivered")
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+    assert server.transcript == (
+        LHLO
+        + MAIL
+        + RCPT_BOB
+        + RCPT_CAROL
+        + RCPT_DAVE
+        + DATA
+        + MESSAGE_WIRE
+        + b"noop\r\nquit\r\n"
+    )
+
+
+#: MESSAGE as BDAT sends it: no dot-stuffing, no end-of-data line.
+BDAT_MESSAGE = b"BDAT %d LAST\r\n%b" % (len(MESSAGE), MESSAGE)
+
+
+@pytest.mark.parametrize(
+    "lhlo",
+    [
+        pytest.param(CHUNKING_LHLO, id="pipelined"),
+        pytest.param(b"250-lmtp\r\n250 CHUNKING\r\n", id="one-by-one"),
+    ],
+)
+async def test_bdat_last_gets_one_reply_per_recipient(lhlo: bytes) -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(
+            conn,
+            (b"lhlo", lhlo),
+            (b"mail", b"250 ok\r\n"),
+            (b"rcpt", b"250 ok\r\n"),
+            (b"rcpt", b"550 5.1.1 no carol\r\n"),
+            (b"rcpt", b"250 ok\r\n"),
+        )
+        conn.expect(b"BDAT %d LAST" % len(MESSAGE))
+        assert conn.read_exactly(len(MESSAGE)) == MESSAGE
+        conn.send(b"452 4.2.2 bob over quota\r\n250 2.0.0 dave delivered\r\n")
+        noop_then_quit(conn)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
+        assert refused == {
+            BOB: (452, b"4.2.2 bob over quota"),
+            CAROL: (550, b"5.1.1 no carol"),
+        }
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (452, b"4.2.2 bob over quota")),
+            (DAVE, (250, b"2.0.0 dave delivered")),
+        ]
+        assert lmtp.last_data_response == (250, b"2.0.0 dave delivered")
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+    assert (
+        server.transcript
+        == (LHLO + MAIL + RCPT_BOB + RCPT_CAROL + RCPT_DAVE + BDAT_MESSAGE)
+        + b"noop\r\nquit\r\n"
+    )
+
+
+async def test_bdat_refused_for_every_recipient_gets_one_reply() -> None:
+    # No recipient was accepted: the BDAT LAST sent with the envelope is one
+    # refused command, answered once.
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(conn, (b"lhlo", CHUNKING_LHLO))
+        assert read_commands(conn, 4) == [
+            MAIL,
+            RCPT_BOB,
+            RCPT_CAROL,
+            b"BDAT %d LAST\r\n" % len(MESSAGE),
+        ]
+        assert conn.read_exactly(len(MESSAGE)) == MESSAGE
+        conn.send(
+            b"250 ok\r\n550 5.1.1 no bob\r\n550 5.1.1 no carol\r\n"
+            b"554 5.5.1 no valid recipients\r\n"
+        )
+        rset_noop_quit(conn)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        with pytest.raises(anysmtp.SMTPRecipientsRefused) as caught:
+            await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
+        assert caught.value.recipients == {
+            BOB: (550, b"5.1.1 no bob"),
+            CAROL: (550, b"5.1.1 no carol"),
+        }
+        assert lmtp.lmtp_data_replies == []
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+
+
+async def test_large_bdat_message_goes_chunk_by_chunk() -> None:
+    # Over one chunk: each chunk waits for its reply (RFC 2033 does not say how
+    # a pipelined BDAT LAST is answered after a refused chunk), and BDAT LAST
+    # gets one reply per recipient.
+    # Bare LF line endings: the message is converted, so it goes in chunks.
+    message = b"Subject: big\n\n" + (b"x" * 998 + b"\n") * 600
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(conn, (b"lhlo", CHUNKING_LHLO))
+        assert read_commands(conn, 3) == [MAIL, RCPT_BOB, RCPT_CAROL]
+        conn.send(b"250 ok\r\n250 ok\r\n250 ok\r\n")
+        received = b""
+        while True:
+            command = conn.read_line().split()
+            assert command[0] == b"BDAT"
+            received += conn.read_exactly(int(command[1]))
+            if command[2:] == [b"LAST"]:
+                break
+            # The next chunk waits for this reply.
+            conn.sock.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                conn.sock.recv(1, socket.MSG_PEEK)
+            conn.sock.settimeout(None)
+            conn.send(b"250 chunk ok\r\n")
+        assert received == message.replace(b"\n", b"\r\n")
+        conn.send(b"250 bob ok\r\n250 carol ok\r\n")
+        noop_then_quit(conn)
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        assert await lmtp.sendmail(ALICE, [BOB, CAROL], message) == {}
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (250, b"bob ok")),
+            (CAROL, (250, b"carol ok")),
+        ]
+        assert await lmtp.noop() == (250, b"noop ok")
+        await lmtp.quit()
+
+
+def test_sync_lmtp_pipelines_too() -> None:
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(conn, (b"lhlo", PIPELINING_LHLO))
+        assert read_commands(conn, 4) == [MAIL, RCPT_BOB, RCPT_CAROL, DATA]
+        conn.send(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go ahead\r\n")
+        conn.read_data()
+        conn.send(b"250 bob ok\r\n550 5.2.1 carol disabled\r\n")
+        noop_then_quit(conn)
+
+    with (
+        ScriptedServer(script) as server,
+        anysmtp.LMTP(server.host, server.port, LOCAL) as lmtp,
+    ):
+        refused = lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
+        assert refused == {CAROL: (550, b"5.2.1 carol disabled")}
+        assert lmtp.noop() == (250, b"noop ok")
+    assert (
+        server.transcript
+        == (LHLO + MAIL + RCPT_BOB + RCPT_CAROL + DATA + MESSAGE_WIRE)
+        + b"noop\r\nQUIT\r\n"  # the with block's QUIT, as smtplib's
+    )
+
+
 # Like smtplib.LMTP with one recipient ----------------------------------------
 
 
@@ -295,10 +523,10 @@ async def test_refused_data_command_leaves_no_stale_replies() -> None:
     ],
 )
 async def test_single_recipient_like_smtplib(
-    data_reply: bytes, expected: object
+    data_reply: bytes, expected: object, lhlo_reply: bytes
 ) -> None:
     then = noop_then_quit if data_reply.startswith(b"250") else rset_noop_quit
-    script = lmtp_transaction([b"250 ok\r\n"], data_reply, then=then)
+    script = lmtp_transaction(lhlo_reply, [b"250 ok\r\n"], data_reply, then=then)
 
     def run_smtplib() -> tuple[object, bytes]:
         with (
