@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
@@ -408,8 +409,20 @@ class AsyncSMTP:
         #: count them against LIMITS MAILMAX (RFC 9422), and so does the pool.
         self._mail_transactions = 0
         self._transaction_turns = Turns()
-        #: The object reported in audit events (the sync facade sets itself).
-        self._audit_object: object = self
+        #: The sync facade that wraps this client, if any, held weakly: a
+        #: reference back would make a cycle, and a facade dropped unclosed
+        #: must free its socket at once, as smtplib's does.
+        self._facade: weakref.ref[object] | None = None
+        #: Set by the sync facade: the warnings of a call, which it raises in
+        #: the calling thread when the call ends (raised in the event loop, they
+        #: would name the loop's code as their source, not the caller's).
+        self._warnings_for_caller: list[Warning] | None = None
+
+    @property
+    def _audit_object(self) -> object:
+        """The object audit events and errors name: the sync facade, if any."""
+        facade = self._facade() if self._facade is not None else None
+        return self if facade is None else facade
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "not connected"
@@ -1190,7 +1203,9 @@ class AsyncSMTP:
         if resp != 220:
             # RFC 3207: 501 syntax error, 454 TLS not available for now.
             raise SMTPResponseException(resp, reply)
-        warn_legacy_arguments(keyfile, certfile, stacklevel=2)
+        warn_legacy_arguments(
+            keyfile, certfile, stacklevel=2, keep_in=self._warnings_for_caller
+        )
         if context is None:
             if self._stdlib_tls_defaults:
                 context = smtplib_default_context(certfile=certfile, keyfile=keyfile)

@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable
 from smtplib import LMTP_PORT
 from types import TracebackType
@@ -159,7 +160,8 @@ class SyncClient(metaclass=_FacadeMeta):
         # Threads sharing one object take turns, as they did when every call
         # went through the one portal loop.
         self._call_lock = threading.Lock()
-        client._audit_object = self
+        client._facade = weakref.ref(self)
+        client._warnings_for_caller = []
         # smtplib's TLS defaults: no upgrade on its own, an unverified context
         # when none is given.
         client._stdlib_tls_defaults = True
@@ -216,14 +218,25 @@ class SyncClient(metaclass=_FacadeMeta):
             self._adopt_process()
         if self._hooks_seen != _hook_epoch:
             self._refresh_hooks()
-        if self._portal is None and not self._bridged and can_run_here():
-            # The common case: the calling thread runs the coroutine on its
-            # own loop, with no hand-off.  Bridged hooks run in worker threads
-            # that call back in: they need the one loop of the portal.
-            with self._call_lock:
-                return run_here(func, self._async.close)
-        portal: Portal = self._portal if self._portal is not None else get_portal()
-        return run_in_portal(portal, func, self._async.close)
+        try:
+            if self._portal is None and not self._bridged and can_run_here():
+                # The common case: the calling thread runs the coroutine on its
+                # own loop, with no hand-off.  Bridged hooks run in worker
+                # threads that call back in: they need the one loop of the portal.
+                with self._call_lock:
+                    return run_here(func, self._async.close)
+            portal: Portal = self._portal if self._portal is not None else get_portal()
+            return run_in_portal(portal, func, self._async.close)
+        finally:
+            if self._async._warnings_for_caller:
+                self._warn_caller()
+
+    def _warn_caller(self) -> None:
+        """Raise the warnings the call left where smtplib raises them."""
+        kept = self._async._warnings_for_caller
+        while kept:
+            # Counted from here: _call, the facade's method, its caller.
+            warnings.warn(kept.pop(0), stacklevel=4)
 
     # ``timeout: float`` as in typeshed's smtplib, so that typed subclasses
     # written for smtplib override it without a type error.

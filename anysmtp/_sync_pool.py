@@ -198,7 +198,7 @@ class SMTPPool:
         # The facade stays usable as an object, but no longer reaches the
         # pooled connection, which may be lent to someone else next.
         facade._attach(self._portal, AsyncSMTP())
-        client._audit_object = client
+        client._facade = None
         # Even under Ctrl-C: a connection never taken back is a token lost.
         self._run_to_completion(lambda: self._pool._release(conn, discard=discard))
 

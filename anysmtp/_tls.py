@@ -41,18 +41,25 @@ def check_legacy_arguments(
 
 
 def warn_legacy_arguments(
-    keyfile: str | None, certfile: str | None, stacklevel: int
+    keyfile: str | None,
+    certfile: str | None,
+    stacklevel: int,
+    *,
+    keep_in: list[Warning] | None = None,
 ) -> None:
     """smtplib's DeprecationWarning for ``keyfile``/``certfile``.
 
     :param stacklevel: as for :func:`warnings.warn`, counted from the caller.
+    :param keep_in: append the warning to this list instead of raising it.
     """
     if keyfile is not None or certfile is not None:
-        warnings.warn(
-            "keyfile and certfile are deprecated, use a custom context instead",
-            DeprecationWarning,
-            stacklevel=stacklevel + 1,
+        warning = DeprecationWarning(
+            "keyfile and certfile are deprecated, use a custom context instead"
         )
+        if keep_in is not None:
+            keep_in.append(warning)
+        else:
+            warnings.warn(warning, stacklevel=stacklevel + 1)
 
 
 @dataclass(frozen=True)

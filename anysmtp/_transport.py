@@ -18,6 +18,7 @@ import ipaddress
 import os
 import socket
 import ssl
+import weakref
 from typing import Any
 
 import anyio
@@ -164,6 +165,15 @@ def _settle(future: asyncio.Future[bool | None], value: bool) -> None:
         future.set_result(value)
 
 
+def _on_timer(transport: weakref.ref[Transport]) -> None:
+    # The loop holds the connection's timer until it fires, which may be long
+    # after the last wait: held weakly, a client dropped unclosed still frees
+    # its socket at once.
+    alive = transport()
+    if alive is not None:
+        alive._on_timer()
+
+
 class Transport:
     """A connected socket plus the reply parser that reads from it.
 
@@ -173,6 +183,7 @@ class Transport:
     """
 
     __slots__ = (
+        "__weakref__",
         "_buffer",
         "_closed",
         "_deadline",
@@ -299,7 +310,7 @@ class Transport:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer = loop.call_at(deadline, _on_timer, weakref.ref(self))
         self._pending = future
         self._waiting_read = reads
         try:
@@ -330,7 +341,7 @@ class Transport:
             pending.set_result(False)
         else:
             self._timer_at = self._deadline
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._timer = loop.call_at(self._deadline, _on_timer, weakref.ref(self))
 
     def hold_reader(self) -> None:
         """Keep asyncio's reader registered from the next wait until

@@ -4,11 +4,15 @@ the portal."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import smtplib
 import socket
 import subprocess
 import sys
 import textwrap
+import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -410,3 +414,46 @@ def test_reply_timeout_inside_a_bridged_hook(backend: str) -> None:
             "Timed out waiting for the server's reply after 0.5 seconds"
         )
         smtp.close()
+
+
+# Dropped unclosed ------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_cyclic_gc() -> Iterator[None]:
+    """Only reference counting frees objects: what smtplib code relies on."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+@pytest.mark.parametrize("module", [smtplib, anysmtp], ids=["smtplib", "anysmtp"])
+def test_a_client_dropped_unclosed_closes_its_socket_at_once(
+    smtpd: AiosmtpdServer, module: Any
+) -> None:
+    # A script that forgets quit() (or an error path, as in logging's
+    # SMTPHandler) frees the connection when its last reference goes, not at
+    # some later garbage collection.
+    client = module.SMTP(smtpd.host, smtpd.port)
+    client.ehlo()
+    sock = weakref.ref(client.sock)
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del client
+    assert sock() is None
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_cyclic_gc")
+async def test_an_async_client_dropped_unclosed_closes_its_socket_at_once(
+    smtpd: AiosmtpdServer,
+) -> None:
+    client = anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port, start_tls=False)
+    await client.connect()
+    await client.ehlo()
+    sock = weakref.ref(client.sock)
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del client
+    assert sock() is None

@@ -5,10 +5,12 @@ Async tests run on every backend; the sync facade keeps smtplib's defaults.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 from collections.abc import Iterator
 
+import anyio.from_thread
 import pytest
 
 import anysmtp
@@ -349,15 +351,26 @@ def test_facade_starttls_default_context_does_not_verify(
         assert s.noop()[0] == 250
 
 
+@pytest.mark.parametrize("through_portal", [False, True], ids=["here", "portal"])
 def test_facade_starttls_keyfile_is_deprecated(
-    starttls_server: AiosmtpdServer, certs: Certificates
+    starttls_server: AiosmtpdServer, certs: Certificates, through_portal: bool
 ) -> None:
     server = starttls_server
-    with anysmtp.SMTP(server.host, server.port) as s:
+    with contextlib.ExitStack() as stack:
+        portal = (
+            stack.enter_context(anyio.from_thread.start_blocking_portal())
+            if through_portal
+            else None
+        )
+        s = stack.enter_context(anysmtp.SMTP(server.host, server.port, portal=portal))
         with pytest.raises(ValueError, match="mutually exclusive"):
             s.starttls(keyfile="k.pem", context=certs.client_context())
-        with pytest.warns(DeprecationWarning, match="keyfile and certfile"):
+        with pytest.warns(DeprecationWarning, match="keyfile and certfile") as caught:
             s.starttls(certfile=str(certs.client_file))
+        assert isinstance(s.sock, ssl.SSLSocket)
+    # Where smtplib raises it: at starttls()'s caller, so that filters by
+    # module match it and a script's __main__ shows it.
+    assert [warning.filename for warning in caught] == [__file__]
 
 
 @pytest.mark.parametrize(
