@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -345,9 +345,9 @@ def run_here(func: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None])
         if threading.current_thread() is threading.main_thread():
             _main_thread_loop = holder
     loop = holder.loop
-    task: asyncio.Task[T] = loop.create_task(func())  # type: ignore[arg-type]
+    task = loop.create_task(_outcome(func))
     try:
-        return loop.run_until_complete(task)
+        result, error = loop.run_until_complete(task)
     except BaseException as exc:
         if not task.done():
             task.cancel()
@@ -356,6 +356,26 @@ def run_here(func: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None])
         if not isinstance(exc, Exception):
             on_interrupt()
         raise
+    if error is None:
+        return cast(T, result)
+    # Raised here, not through run_until_complete(): its frame, kept in the
+    # traceback, would hold the task, and the task the error, a cycle that
+    # would keep the client (and its socket) alive until a garbage collection.
+    del task
+    try:
+        raise error
+    finally:
+        del error
+
+
+async def _outcome(
+    func: Callable[[], Awaitable[T]],
+) -> tuple[T | None, Exception | None]:
+    """``func()``'s result, or the exception it raised, as a value."""
+    try:
+        return await func(), None
+    except Exception as error:
+        return None, error
 
 
 def run_in_portal(
@@ -370,28 +390,31 @@ def run_in_portal(
     closes the connection, which is out of step now) and the interruption
     propagates.
     """
+    future: concurrent.futures.Future[tuple[T | None, Exception | None]]
     if isinstance(portal, LoopPortal):
-        future = portal.submit(func)
-        try:
-            return future.result()
-        except BaseException:
-            if future.done():
-                raise
-            portal.cancel(future)
-            try:
-                portal.call(on_interrupt)
-            except RuntimeError:
-                pass  # the portal is gone: nothing is left to close
-            raise
-    blocking_future = portal.start_task_soon(func)
+        future = portal.submit(lambda: _outcome(func))
+    else:
+        future = portal.start_task_soon(_outcome, func)
     try:
-        return blocking_future.result()
+        result, error = future.result()
     except BaseException:
-        if blocking_future.done():
+        if future.done():
             raise
-        blocking_future.cancel()
+        if isinstance(portal, LoopPortal):
+            portal.cancel(future)
+        else:
+            future.cancel()
         try:
             portal.call(on_interrupt)
         except RuntimeError:
-            pass
+            pass  # the portal is gone: nothing is left to close
         raise
+    # As in run_here(): the traceback keeps this frame, which must not hold the
+    # future (and through it the error) while the error is raised.
+    del future
+    if error is None:
+        return cast(T, result)
+    try:
+        raise error
+    finally:
+        del error

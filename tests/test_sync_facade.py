@@ -4,6 +4,7 @@ the portal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import smtplib
 import socket
@@ -20,7 +21,12 @@ import trio
 from anyio.from_thread import start_blocking_portal
 
 import anysmtp
-from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
+from tests.servers import (
+    AiosmtpdServer,
+    RecordingHandler,
+    ScriptedConnection,
+    ScriptedServer,
+)
 
 
 def run_python(source: str, *args: str, timeout: float = 30) -> str:
@@ -443,6 +449,39 @@ def test_a_client_dropped_unclosed_closes_its_socket_at_once(
     with pytest.warns(ResourceWarning, match="unclosed"):
         del client
     assert sock() is None
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+@pytest.mark.parametrize(
+    "client_factory",
+    [
+        pytest.param(smtplib.SMTP, id="smtplib"),
+        pytest.param(anysmtp.SMTP, id="anysmtp"),
+        pytest.param("portal", id="anysmtp-portal"),
+    ],
+)
+def test_a_client_dropped_after_an_error_closes_its_socket_at_once(
+    client_factory: Any,
+) -> None:
+    # logging's SMTPHandler drops its client unclosed when sending fails.
+    handler = RecordingHandler(refused_senders={"spammer@example.com"})
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(AiosmtpdServer(handler))
+        if client_factory == "portal":
+            portal = stack.enter_context(start_blocking_portal())
+            client = anysmtp.SMTP(server.host, server.port, portal=portal)
+        else:
+            client = client_factory(server.host, server.port)
+        try:
+            client.sendmail("spammer@example.com", ["b@example.com"], b"x\r\n")
+        except smtplib.SMTPSenderRefused:
+            pass  # and the exception, with its traceback, is gone
+        else:
+            pytest.fail("the sender was not refused")
+        sock = weakref.ref(client.sock)
+        with pytest.warns(ResourceWarning, match="unclosed"):
+            del client
+        assert sock() is None
 
 
 @pytest.mark.anyio
