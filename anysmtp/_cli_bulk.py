@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Literal, TextIO
 
 import anyio
 import anyio.abc
@@ -42,6 +42,10 @@ __all__ = ["Progress", "send_bulk"]
 
 #: The reply of a server that is closing the connection (RFC 5321 4.2.3).
 _CLOSING = 421
+
+#: How a recipient's copy went wrong: refused by the server, failed on the way,
+#: or unknown (interrupted after the whole message went: it may have arrived).
+_FailureKind = Literal["refused", "failed", "unknown"]
 
 
 class Progress:
@@ -105,12 +109,12 @@ class _Tally:
     def done(self) -> int:
         return self.sent + self.refused + self.failed
 
-    def fail(self, recipient: Recipient, refused: bool, reason: str) -> None:
-        if refused:
+    def fail(self, recipient: Recipient, kind: _FailureKind, reason: str) -> None:
+        """Count a copy that did not go (an unknown one as failed), and say why."""
+        if kind == "refused":
             self.refused += 1
         else:
             self.failed += 1
-        kind = "refused" if refused else "failed"
         self.problems.append(f"{recipient.address}: {kind}: {reason}")
 
 
@@ -126,16 +130,16 @@ def _retryable(exc: BaseException, client: AsyncSMTP) -> bool:
     return isinstance(exc, SMTPServerDisconnected | OSError)
 
 
-def _problem(exc: BaseException) -> tuple[bool, str]:
-    """Whether the failure is a refusal, and the reason, on one line."""
+def _problem(exc: BaseException) -> tuple[_FailureKind, str]:
+    """The kind of failure (a refusal or not) and the reason, on one line."""
     if isinstance(exc, SMTPRecipientsRefused):
         code, text = next(iter(exc.recipients.values()))
-        return True, describe_reply(code, text)
+        return "refused", describe_reply(code, text)
     if isinstance(exc, SMTPResponseException):
-        return True, describe_reply(exc.smtp_code, exc.smtp_error)
+        return "refused", describe_reply(exc.smtp_code, exc.smtp_error)
     if isinstance(exc, SMTPTimeoutError):
-        return False, "timed out"
-    return False, str(exc) or type(exc).__name__
+        return "failed", "timed out"
+    return "failed", str(exc) or type(exc).__name__
 
 
 async def _cancel_on_sigint(
@@ -247,7 +251,7 @@ class _BulkRun:
             except CliError as exc:
                 if not self.tally.done:
                     raise  # the first message: nothing can go to this server
-                self.tally.fail(recipient, False, exc.message)
+                self.tally.fail(recipient, "failed", exc.message)
                 return
             # Left set when Ctrl-C cancels the transaction (report() looks).
             self.in_flight = recipient, client
@@ -284,11 +288,11 @@ class _BulkRun:
             recipient, client = self.in_flight
             if client.final_reply_pending:
                 # The whole message went; the server may have taken it.
-                tally.failed += 1
-                tally.problems.append(
-                    f"{recipient.address}: unknown: interrupted while waiting "
-                    "for the server's reply to the message: it may have been "
-                    "delivered"
+                tally.fail(
+                    recipient,
+                    "unknown",
+                    "interrupted while waiting for the server's reply to the "
+                    "message: it may have been delivered",
                 )
         total = len(self.recipients)
         not_attempted = total - tally.done

@@ -138,9 +138,7 @@ class Outgoing:
         addressed to them alone (a composed message gets its own ``To`` and
         ``Message-ID``), or the ready message unchanged."""
         if self.message is None:
-            if recipient is None:
-                return self.data, self.mail_options
-            if (self.sender + recipient.address).isascii():
+            if recipient is not None and (self.sender + recipient.address).isascii():
                 # Only an international address needs SMTPUTF8 (and the
                 # 8BITMIME that comes with it): not every copy of the list.
                 return self.data, tuple(

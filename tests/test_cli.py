@@ -59,6 +59,10 @@ class Result:
     raw_stdout: bytes
 
 
+#: The command line, as a child Python runs it.
+CLI = (sys.executable, "-m", "anysmtp")
+
+
 def run_cli(
     *args: str,
     stdin: bytes | None = None,
@@ -71,7 +75,7 @@ def run_cli(
     }
     environment.update(env or {})
     completed = subprocess.run(
-        [*(command or [sys.executable, "-m", "anysmtp"]), *args],
+        [*(command or CLI), *args],
         input=stdin if stdin is not None else b"",
         capture_output=True,
         env=environment,
@@ -86,8 +90,44 @@ def run_cli(
     )
 
 
+def start_cli(*args: str, stderr: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """Start the command line in a child process: stdin is ``/dev/null``,
+    stdout a pipe, stderr a pipe or the file descriptor ``stderr``."""
+    return subprocess.Popen(
+        [*CLI, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+    )
+
+
 def server_arg(server: AiosmtpdServer | ScriptedServer) -> str:
     return f"{server.host}:{server.port}"
+
+
+def send_args(
+    server: str,
+    *extra: str,
+    sender: str = "a@example.com",
+    to: str = "b@example.com",
+    body: str | None = "hi",
+) -> list[str]:
+    """``send`` to ``server``, from ``sender`` to ``to``, with ``body`` (no
+    ``--body`` at all if ``None``), then ``extra``."""
+    return [
+        "send",
+        "--server",
+        server,
+        "--from",
+        sender,
+        "--to",
+        to,
+        *(["--body", body] if body is not None else []),
+        *extra,
+    ]
+
+
+def bulk_args(server: str, recipients: Path, *extra: str) -> list[str]:
+    """``send`` to ``server``, a copy to each address in the file
+    ``recipients``, then ``extra``."""
+    return ["send", "--server", server, "--to-file", str(recipients), *extra]
 
 
 def parse(data: bytes) -> email.message.EmailMessage:
@@ -105,6 +145,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def take_message(
+    conn: ScriptedConnection, mail: bytes, rcpt: bytes, reply: bytes = b"250 queued\r\n"
+) -> None:
+    """Accept a MAIL and a RCPT that start with ``mail`` and ``rcpt``, take the
+    message that follows DATA and answer it with ``reply``."""
+    exchange(
+        conn,
+        (mail, b"250 ok\r\n"),
+        (rcpt, b"250 ok\r\n"),
+        (b"data", b"354 go on\r\n"),
+    )
+    conn.read_data()
+    conn.send(reply)
 
 
 # Authentication servers -------------------------------------------------------------
@@ -139,6 +194,21 @@ def auth_server() -> Iterator[AiosmtpdServer]:
         authenticator=Authenticator(), auth_require_tls=False
     ) as server:
         yield server
+
+
+def verbose_login_args(server: str, *extra: str) -> list[str]:
+    """``send -v`` to ``server`` logged in as USER, from USER to
+    dave@example.com with no ``--body``, then ``extra``."""
+    return send_args(
+        server,
+        "--user",
+        USER,
+        "-v",
+        *extra,
+        sender=USER,
+        to="dave@example.com",
+        body=None,
+    )
 
 
 # Help and usage -----------------------------------------------------------------------
@@ -378,20 +448,7 @@ def test_verbose_transcript_redacts_credentials(
         base64.b64encode(PASSWORD.encode()).decode(),
         base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
     ]
-    common = [
-        "send",
-        "--server",
-        server_arg(auth_server),
-        "--user",
-        USER,
-        "--from",
-        USER,
-        "--to",
-        "dave@example.com",
-        "--body",
-        "authenticated",
-        "-v",
-    ]
+    common = verbose_login_args(server_arg(auth_server), "--body", "authenticated")
     runs = [
         run_cli(*common, "--password-file", str(password_file)),
         run_cli(*common, "--password-env", "MY_PASS", env={"MY_PASS": PASSWORD}),
@@ -417,17 +474,7 @@ def test_verbose_redacts_login_mechanism_steps() -> None:
         auth_exclude_mechanism=["PLAIN"],
     ) as server:
         result = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--user",
-            USER,
-            "--from",
-            USER,
-            "--to",
-            "dave@example.com",
-            "-v",
-            env={"ANYSMTP_PASSWORD": PASSWORD},
+            *verbose_login_args(server_arg(server)), env={"ANYSMTP_PASSWORD": PASSWORD}
         )
         assert result.status == 0, result.stderr
         assert len(server.messages) == 1
@@ -450,30 +497,21 @@ def test_oauth_token_file(tmp_path: Path) -> None:
     def script(conn: ScriptedConnection) -> None:
         conn.greet_and_ehlo((b"AUTH XOAUTH2",))
         exchange(
-            conn,
-            (b"AUTH XOAUTH2 " + xoauth2 + b"\r\n", b"235 2.7.0 accepted\r\n"),
-            (b"mail FROM:<carol@example.com>", b"250 ok\r\n"),
-            (b"rcpt TO:<dave@example.com>", b"250 ok\r\n"),
-            (b"data", b"354 go on\r\n"),
+            conn, (b"AUTH XOAUTH2 " + xoauth2 + b"\r\n", b"235 2.7.0 accepted\r\n")
         )
-        conn.read_data()
-        conn.send(b"250 queued as 42\r\n")
+        take_message(
+            conn,
+            b"mail FROM:<carol@example.com>",
+            b"rcpt TO:<dave@example.com>",
+            b"250 queued as 42\r\n",
+        )
         exchange(conn, (b"quit", b"221 bye\r\n"))
 
     with ScriptedServer(script) as server:
         result = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--user",
-            USER,
-            "--oauth-token-file",
-            str(token_file),
-            "--from",
-            USER,
-            "--to",
-            "dave@example.com",
-            "-v",
+            *verbose_login_args(
+                server_arg(server), "--oauth-token-file", str(token_file)
+            )
         )
     assert result.status == 0, result.stderr
     assert "250 queued as 42" in result.stdout
@@ -483,21 +521,6 @@ def test_oauth_token_file(tmp_path: Path) -> None:
 
 
 # Exit statuses ------------------------------------------------------------------------
-
-
-def send_args(server: str, *extra: str) -> list[str]:
-    return [
-        "send",
-        "--server",
-        server,
-        "--from",
-        "a@example.com",
-        "--to",
-        "b@example.com",
-        "--body",
-        "hi",
-        *extra,
-    ]
 
 
 def test_authentication_failures_exit_4(
@@ -575,22 +598,10 @@ def test_refusals_exit_5_and_partial_refusal_exit_6() -> None:
             *send_args(where, "--to", "gone@example.com", "--cc", "c@example.com")
         )
         everyone = run_cli(
-            "send",
-            "--server",
-            where,
-            "--from",
-            "a@example.com",
-            "--to",
-            "gone@example.com,left@example.com",
+            *send_args(where, to="gone@example.com,left@example.com", body=None)
         )
         sender = run_cli(
-            "send",
-            "--server",
-            where,
-            "--from",
-            "spammer@example.com",
-            "--to",
-            "b@x.org",
+            *send_args(where, sender="spammer@example.com", to="b@x.org", body=None)
         )
         handler.data_reply = "554 5.6.0 message content rejected"
         data = run_cli(*send_args(where))
@@ -780,28 +791,23 @@ def test_bulk_one_connection_summary_and_exit_status(tmp_path: Path) -> None:
     write_recipients(tmp_path / "list.txt", addresses)
     with AiosmtpdServer(handler) as server:
         result = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--from",
-            "news@example.com",
-            "--subject",
-            "news",
-            "--body",
-            "same for all",
-            "--to-file",
-            str(tmp_path / "list.txt"),
+            *bulk_args(
+                server_arg(server),
+                tmp_path / "list.txt",
+                "--from",
+                "news@example.com",
+                "--subject",
+                "news",
+                "--body",
+                "same for all",
+            )
         )
         everyone_refused = tmp_path / "refused.txt"
         write_recipients(everyone_refused, ["gone@example.com"])
         none = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--from",
-            "news@example.com",
-            "--to-file",
-            str(everyone_refused),
+            *bulk_args(
+                server_arg(server), everyone_refused, "--from", "news@example.com"
+            )
         )
     assert result.status == 6
     assert result.stdout == "sent 3 of 4 messages: 1 refused, 0 failed\n"
@@ -836,21 +842,8 @@ def test_bulk_reconnects_and_shows_progress_on_a_terminal(tmp_path: Path) -> Non
     ready.write_bytes(b"From: news@example.com\r\nSubject: ready\r\n\r\nsame bytes\r\n")
     with AiosmtpdServer(handler) as server:
         controller, terminal = pty.openpty()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "anysmtp",
-                "send",
-                "--server",
-                server_arg(server),
-                "--eml",
-                str(ready),
-                "--to-file",
-                str(tmp_path / "list.txt"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+        process = start_cli(
+            *bulk_args(server_arg(server), tmp_path / "list.txt", "--eml", str(ready)),
             stderr=terminal,
         )
         os.close(terminal)
@@ -873,27 +866,18 @@ def test_bulk_stops_when_the_server_is_gone_for_good(tmp_path: Path) -> None:
             return
         first_connection.set()
         conn.greet_and_ehlo()
-        exchange(
-            conn,
-            (b"mail FROM:<news@example.com>", b"250 ok\r\n"),
-            (b"rcpt TO:<user0@example.com>", b"250 ok\r\n"),
-            (b"data", b"354 go on\r\n"),
+        take_message(
+            conn, b"mail FROM:<news@example.com>", b"rcpt TO:<user0@example.com>"
         )
-        conn.read_data()
-        conn.send(b"250 queued\r\n")
         exchange(conn, (b"mail FROM:", b"421 4.3.2 shutting down\r\n"))
 
     first_connection = threading.Event()
     write_recipients(tmp_path / "list.txt", [f"user{n}@example.com" for n in range(3)])
     with ScriptedServer(script, connections=2) as server:
         result = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--from",
-            "news@example.com",
-            "--to-file",
-            str(tmp_path / "list.txt"),
+            *bulk_args(
+                server_arg(server), tmp_path / "list.txt", "--from", "news@example.com"
+            )
         )
     assert result.status == 3
     assert result.stdout == "sent 1 of 3 messages: 0 refused, 2 failed\n"
@@ -1071,12 +1055,7 @@ def test_probe_plain_server_and_unreachable(smtpd: AiosmtpdServer) -> None:
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen[bytes], int]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "anysmtp", "server", "--port", "0", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_cli("server", "--port", "0", *args)
     assert process.stderr is not None
     ready = process.stderr.readline().decode()
     if not ready.startswith("anysmtp server: listening on 127.0.0.1:"):
@@ -1221,17 +1200,12 @@ def test_eml_to_a_list_with_one_international_address(tmp_path: Path) -> None:
         eml.write_bytes(b"From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n")
         recipients = tmp_path / "to.txt"
         write_recipients(recipients, ["jörg@exämple.de", "ok@example.com"])
-        result = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--eml",
-            str(eml),
-            "--to-file",
-            str(recipients),
-        )
+        result = run_cli(*bulk_args(server_arg(server), recipients, "--eml", str(eml)))
         assert result.status == 6, result.stderr
-        assert "sent 1 of 2 messages" in result.stdout
+        assert result.stdout == "sent 1 of 2 messages: 0 refused, 1 failed\n"
+        assert result.stderr == (
+            "anysmtp: jörg@exämple.de: failed: SMTPUTF8 not supported by server\n"
+        )
         assert [message.rcpt_tos for message in server.messages] == [["ok@example.com"]]
 
 
@@ -1327,12 +1301,9 @@ def test_8bit_content_goes_with_body_8bitmime_when_offered(
     smtpd: AiosmtpdServer, smtpd_utf8: AiosmtpdServer, tmp_path: Path
 ) -> None:
     composed = run_cli(
-        *send_args(server_arg(smtpd))[:-2],
-        "--subject",
-        "café",
-        "--body",
-        "Héllo wörld",
-        *FIXED_HEADERS,
+        *send_args(
+            server_arg(smtpd), "--subject", "café", *FIXED_HEADERS, body="Héllo wörld"
+        )
     )
     assert composed.status == 0, composed.stderr
     eml = tmp_path / "raw.eml"
@@ -1341,7 +1312,7 @@ def test_8bit_content_goes_with_body_8bitmime_when_offered(
     assert ready.status == 0, ready.stderr
     ascii_only = run_cli(*send_args(server_arg(smtpd)))
     assert ascii_only.status == 0, ascii_only.stderr
-    dry = run_cli(*send_args("localhost")[:-2], "--body", "Héllo", "--dry-run")
+    dry = run_cli(*send_args("localhost", "--dry-run", body="Héllo"))
     assert dry.stderr.splitlines()[1] == "MAIL FROM:<a@example.com> BODY=8BITMIME"
     # An international address: SMTPUTF8 and one BODY=8BITMIME, as smtplib's
     # send_message sends them.
@@ -1366,12 +1337,15 @@ def test_8bit_content_goes_with_body_8bitmime_when_offered(
     ]
 
 
-def refuse_8bit_eml(tmp_path: Path, transcripts: list[bytes], *args: str) -> None:
+def refuse_8bit_eml(tmp_path: Path, *args: str) -> bytes:
     """``send --eml`` of a message with 8-bit bytes (and ``args``) to a server
-    without 8BITMIME: status 5 before MAIL, and the error says why."""
+    without 8BITMIME: status 5 before MAIL, and the error says why.
+
+    :returns: what the server received.
+    """
     eml = tmp_path / "raw.eml"
     eml.write_bytes(EIGHT_BIT_EML)
-    with seven_bit_server(transcripts, messages=0) as server:
+    with seven_bit_server(messages=0) as server:
         ready = run_cli(
             "send", "--server", server_arg(server), "--eml", str(eml), *args
         )
@@ -1380,77 +1354,70 @@ def refuse_8bit_eml(tmp_path: Path, transcripts: list[bytes], *args: str) -> Non
         f"anysmtp: not sent: the message has 8-bit content and {server_arg(server)} "
         "does not offer 8BITMIME (encode it as quoted-printable or base64)\n"
     )
+    [transcript] = server.transcripts
+    return transcript
 
 
-def seven_bit_server(transcripts: list[bytes], messages: int) -> ScriptedServer:
+def seven_bit_server(messages: int) -> ScriptedServer:
     """A server that offers neither 8BITMIME nor PIPELINING; it takes
     ``messages`` messages on one connection, then expects QUIT."""
 
     def script(conn: ScriptedConnection) -> None:
         conn.greet_and_ehlo((b"SIZE 100000",))
         for _ in range(messages):
-            exchange(
-                conn,
-                (b"mail FROM:", b"250 ok\r\n"),
-                (b"rcpt TO:", b"250 ok\r\n"),
-                (b"data", b"354 go on\r\n"),
-            )
-            conn.read_data()
-            conn.send(b"250 queued\r\n")
+            take_message(conn, b"mail FROM:", b"rcpt TO:")
         exchange(conn, (b"quit", b"221 bye\r\n"))
-        transcripts.append(bytes(conn.received))
 
     return ScriptedServer(script)
 
 
 def test_8bit_content_to_a_server_without_8bitmime(tmp_path: Path) -> None:
-    transcripts: list[bytes] = []
     # A composed message is transfer-encoded (quoted-printable).
-    with seven_bit_server(transcripts, messages=1) as server:
+    with seven_bit_server(messages=1) as server:
         composed = run_cli(
-            *send_args(server_arg(server))[:-2],
-            "--subject",
-            "café",
-            "--body",
-            "Héllo wörld",
-            "--ehlo-name",
-            "client.test",
-            *FIXED_HEADERS,
+            *send_args(
+                server_arg(server),
+                "--subject",
+                "café",
+                "--ehlo-name",
+                "client.test",
+                *FIXED_HEADERS,
+                body="Héllo wörld",
+            )
         )
     assert composed.status == 0, composed.stderr
     data = composed_8bit(b"H=C3=A9llo w=C3=B6rld\r\n", b"quoted-printable")
-    assert transcripts[0] == (
+    assert server.transcripts == [
         b"ehlo client.test\r\n"
         b"mail FROM:<a@example.com> size=%d\r\n"
         b"rcpt TO:<b@example.com>\r\n"
         b"data\r\n" % len(data) + data + b".\r\n"
         b"quit\r\n"
-    )
+    ]
     assert parse(data).get_content() == "Héllo wörld\n"
     # A ready message is never changed: nothing is sent, and the error says why.
-    refuse_8bit_eml(tmp_path, transcripts, "--ehlo-name", "client.test")
-    assert transcripts[1] == b"ehlo client.test\r\nquit\r\n"
+    refused = refuse_8bit_eml(tmp_path, "--ehlo-name", "client.test")
+    assert refused == b"ehlo client.test\r\nquit\r\n"
 
 
 def test_bulk_8bit_to_a_server_without_8bitmime(tmp_path: Path) -> None:
     recipients = tmp_path / "list.txt"
     write_recipients(recipients, ["one@example.com", "Zwei <two@example.com>"])
-    transcripts: list[bytes] = []
-    with seven_bit_server(transcripts, messages=2) as server:
+    with seven_bit_server(messages=2) as server:
         composed = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--from",
-            "news@example.com",
-            "--body",
-            "Grüße",
-            "--to-file",
-            str(recipients),
+            *bulk_args(
+                server_arg(server),
+                recipients,
+                "--from",
+                "news@example.com",
+                "--body",
+                "Grüße",
+            )
         )
     assert composed.status == 0, composed.stderr
     assert composed.stdout == "sent 2 of 2 messages: 0 refused, 0 failed\n"
-    [transcript] = transcripts
+    [transcript] = server.transcripts
+    assert transcript.endswith(b"\r\nquit\r\n")
     assert transcript.isascii()
     assert b"BODY=" not in transcript.upper()
     copies = [
@@ -1467,37 +1434,85 @@ def test_bulk_8bit_to_a_server_without_8bitmime(tmp_path: Path) -> None:
         assert each["Content-Transfer-Encoding"] == "quoted-printable"
         assert each.get_content() == "Grüße\n"
     # A ready message with 8-bit content: nothing is sent to anyone.
-    refuse_8bit_eml(tmp_path, transcripts, "--to-file", str(recipients))
-    assert transcripts[1].startswith(b"ehlo ")
-    assert transcripts[1].endswith(b"\r\nquit\r\n")
-    assert transcripts[1].count(b"\r\n") == 2
+    refused = refuse_8bit_eml(tmp_path, "--to-file", str(recipients))
+    assert refused.startswith(b"ehlo ")
+    assert refused.endswith(b"\r\nquit\r\n")
+    assert refused.count(b"\r\n") == 2
+
+
+def test_bulk_8bit_after_reconnecting_to_a_server_without_8bitmime(
+    tmp_path: Path,
+) -> None:
+    # The first connection offers 8BITMIME and closes after one message; the
+    # second does not: each copy left fails with the reason, and the run goes
+    # on (the first copy went).
+    def script(conn: ScriptedConnection) -> None:
+        if first_connection.is_set():
+            conn.greet_and_ehlo()
+            exchange(conn, (b"quit", b"221 bye\r\n"))
+            return
+        first_connection.set()
+        conn.greet_and_ehlo((b"8BITMIME",))
+        take_message(conn, b"mail FROM:", b"rcpt TO:")
+        exchange(conn, (b"mail FROM:", b"421 4.3.2 closing\r\n"))
+
+    first_connection = threading.Event()
+    eml = tmp_path / "raw.eml"
+    eml.write_bytes(EIGHT_BIT_EML)
+    recipients = tmp_path / "list.txt"
+    write_recipients(recipients, [f"user{n}@example.com" for n in range(3)])
+    with ScriptedServer(script, connections=2) as server:
+        result = run_cli(
+            *bulk_args(
+                server_arg(server),
+                recipients,
+                "--ehlo-name",
+                "client.test",
+                "--eml",
+                str(eml),
+            )
+        )
+    assert result.status == 6, result.stderr
+    assert result.stdout == "sent 1 of 3 messages: 0 refused, 2 failed\n"
+    assert result.stderr == "".join(
+        f"anysmtp: user{n}@example.com: failed: not sent: the message has 8-bit "
+        f"content and {server_arg(server)} does not offer 8BITMIME (encode it as "
+        "quoted-printable or base64)\n"
+        for n in (1, 2)
+    )
+    mail = b"mail FROM:<ann@example.com> BODY=8BITMIME\r\n"
+    assert server.transcripts == [
+        b"ehlo client.test\r\n"
+        + mail
+        + b"rcpt TO:<user0@example.com>\r\ndata\r\n"
+        + EIGHT_BIT_EML
+        + b".\r\n"
+        + mail,
+        b"ehlo client.test\r\nquit\r\n",
+    ]
 
 
 def test_null_sender_for_bounces(smtpd: AiosmtpdServer, tmp_path: Path) -> None:
-    transcripts: list[bytes] = []
     header = "From: Mail Delivery System <MAILER-DAEMON@example.com>"
-    with seven_bit_server(transcripts, messages=1) as server:
+    with seven_bit_server(messages=1) as server:
         composed = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--ehlo-name",
-            "client.test",
-            "--from",
-            "<>",
-            "--to",
-            "b@example.com",
-            "--subject",
-            "Undelivered Mail Returned to Sender",
-            "--header",
-            header,
-            "--header",
-            "Date: Thu, 01 Jan 2026 00:00:00 +0000",
-            "--body",
-            "It bounced.",
+            *send_args(
+                server_arg(server),
+                "--ehlo-name",
+                "client.test",
+                "--subject",
+                "Undelivered Mail Returned to Sender",
+                "--header",
+                header,
+                "--header",
+                "Date: Thu, 01 Jan 2026 00:00:00 +0000",
+                sender="<>",
+                body="It bounced.",
+            )
         )
     assert composed.status == 0, composed.stderr
-    envelope, _, rest = transcripts[0].partition(b"data\r\n")
+    [transcript] = server.transcripts
+    envelope, _, rest = transcript.partition(b"data\r\n")
     data = rest.removesuffix(b".\r\nquit\r\n")
     assert envelope == (
         b"ehlo client.test\r\n"
@@ -1527,13 +1542,7 @@ def test_null_sender_for_bounces(smtpd: AiosmtpdServer, tmp_path: Path) -> None:
     assert dry.stderr.splitlines()[1:3] == ["MAIL FROM:<>", "RCPT TO:<b@example.com>"]
     # A composed message needs a From header, which <> cannot be.
     no_from = run_cli(
-        "send",
-        "--server",
-        f"127.0.0.1:{free_port()}",
-        "--from",
-        "<>",
-        "--to",
-        "b@x.org",
+        *send_args(f"127.0.0.1:{free_port()}", sender="<>", to="b@x.org", body=None)
     )
     assert (no_from.status, no_from.stdout) == (2, "")
     assert no_from.stderr == (
@@ -1542,38 +1551,38 @@ def test_null_sender_for_bounces(smtpd: AiosmtpdServer, tmp_path: Path) -> None:
     )
 
 
+#: The ready message the interrupted bulk runs send.
+NEWS_EML = b"From: news@example.com\r\nSubject: news\r\n\r\nnews\r\n"
+
+
 def interrupt_bulk(
     server: ScriptedServer,
     backend: str,
-    eml: Path,
-    recipients: Path,
+    tmp_path: Path,
+    recipients: int,
     stalled: threading.Event,
 ) -> tuple[int, bytes, bytes]:
-    """Run ``send --to-file`` and Ctrl-C it once the server's script sets
-    ``stalled``.
+    """Run ``send --eml`` of :data:`NEWS_EML` with ``--to-file`` (``recipients``
+    addresses: user0@example.com, user1@example.com, ...) and Ctrl-C it once
+    the server's script sets ``stalled``.
 
     :returns: the exit status, stdout and stderr.
     """
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "anysmtp",
-            "send",
-            "--server",
+    addresses = [f"user{number}@example.com" for number in range(recipients)]
+    write_recipients(tmp_path / "list.txt", addresses)
+    eml = tmp_path / "news.eml"
+    eml.write_bytes(NEWS_EML)
+    process = start_cli(
+        *bulk_args(
             server_arg(server),
+            tmp_path / "list.txt",
             "--ehlo-name",
             "client.test",
             "--backend",
             backend,
             "--eml",
             str(eml),
-            "--to-file",
-            str(recipients),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        )
     )
     try:
         assert stalled.wait(20), "the client never reached the stall"
@@ -1612,13 +1621,8 @@ def test_bulk_interrupted_reports_what_was_sent(
         stalled.set()
         drain(conn)
 
-    write_recipients(tmp_path / "list.txt", [f"user{n}@example.com" for n in range(4)])
-    eml = tmp_path / "news.eml"
-    eml.write_bytes(b"From: news@example.com\r\nSubject: news\r\n\r\nnews\r\n")
     with ScriptedServer(script) as server:
-        status, stdout, stderr = interrupt_bulk(
-            server, backend, eml, tmp_path / "list.txt", stalled
-        )
+        status, stdout, stderr = interrupt_bulk(server, backend, tmp_path, 4, stalled)
     assert status == 130, stderr
     assert stdout == b"sent 2 of 4 messages: 0 refused, 2 failed (interrupted)\n"
     if stall == "rcpt":
@@ -1633,11 +1637,10 @@ def test_bulk_interrupted_reports_what_was_sent(
             b"anysmtp: interrupted; 1 message not sent, starting with "
             b"user3@example.com\n"
         )
-    data = eml.read_bytes()
     copies = [
         b"mail FROM:<news@example.com>\r\n"
         b"rcpt TO:<user%d@example.com>\r\n"
-        b"data\r\n" % number + data + b".\r\n"
+        b"data\r\n" % number + NEWS_EML + b".\r\n"
         for number in range(3)
     ]
     if stall == "rcpt":
@@ -1656,26 +1659,14 @@ def test_bulk_interrupted_waiting_for_the_reply_to_quit(
     def script(conn: ScriptedConnection) -> None:
         conn.greet_and_ehlo()
         for reply in (b"250 queued\r\n", b"550 5.7.1 no thanks\r\n"):
-            exchange(
-                conn,
-                (b"mail FROM:<news@example.com>", b"250 ok\r\n"),
-                (b"rcpt TO:<", b"250 ok\r\n"),
-                (b"data", b"354 go on\r\n"),
-            )
-            conn.read_data()
-            conn.send(reply)
+            take_message(conn, b"mail FROM:<news@example.com>", b"rcpt TO:<", reply)
         exchange(conn, (b"rset", b"250 ok\r\n"))
         conn.expect(b"quit")
         at_quit.set()
         drain(conn)  # never answers QUIT
 
-    write_recipients(tmp_path / "list.txt", ["user0@example.com", "user1@example.com"])
-    eml = tmp_path / "news.eml"
-    eml.write_bytes(b"From: news@example.com\r\nSubject: news\r\n\r\nnews\r\n")
     with ScriptedServer(script) as server:
-        status, stdout, stderr = interrupt_bulk(
-            server, backend, eml, tmp_path / "list.txt", at_quit
-        )
+        status, stdout, stderr = interrupt_bulk(server, backend, tmp_path, 2, at_quit)
     assert status == 130, stderr
     # Every message was tried before Ctrl-C: the summary and the refusal are
     # all there, marked interrupted.
@@ -1684,13 +1675,12 @@ def test_bulk_interrupted_waiting_for_the_reply_to_quit(
         b"anysmtp: user1@example.com: refused: 550 5.7.1 no thanks\n"
         b"anysmtp: interrupted\n"
     )
-    data = eml.read_bytes()
     assert server.transcripts == [
         b"ehlo client.test\r\n"
         + b"".join(
             b"mail FROM:<news@example.com>\r\n"
             b"rcpt TO:<user%d@example.com>\r\n"
-            b"data\r\n" % number + data + b".\r\n"
+            b"data\r\n" % number + NEWS_EML + b".\r\n"
             for number in range(2)
         )
         + b"rset\r\nquit\r\n"
@@ -1709,19 +1699,15 @@ def test_refused_null_sender_is_named() -> None:
 
     with ScriptedServer(script) as server:
         result = run_cli(
-            "send",
-            "--server",
-            server_arg(server),
-            "--ehlo-name",
-            "client.test",
-            "--from",
-            "<>",
-            "--header",
-            "From: MAILER-DAEMON@example.com",
-            "--to",
-            "b@example.com",
-            "--body",
-            "It bounced.",
+            *send_args(
+                server_arg(server),
+                "--ehlo-name",
+                "client.test",
+                "--header",
+                "From: MAILER-DAEMON@example.com",
+                sender="<>",
+                body="It bounced.",
+            )
         )
     assert (result.status, result.stdout) == (5, "")
     assert result.stderr == (
