@@ -13,7 +13,8 @@ what asyncio itself allows on the machine, so the distance to it is what an
 asyncio SMTP client could still gain.
 
 Used by ``worker.py`` for the client ``floor-asyncio`` in the scenarios
-``small`` and ``concurrent`` only.
+``small`` and ``concurrent`` only, through the same loops as the async clients
+(:class:`FloorClient` offers the methods they call).
 """
 
 from __future__ import annotations
@@ -150,10 +151,9 @@ class Connection:
 
 
 class Floor:
-    """Sends one message from one sender to a few recipients, again and again.
-
-    Everything that does not change from one message to the next (the EHLO
-    line, the envelope, the payload, the codes to expect) is built once here.
+    """What one message from one sender to a few recipients puts on the wire,
+    built once for every connection of a run: the EHLO line, the envelope, the
+    payload and the codes to expect.
 
     :param sender: the envelope sender.
     :param recipients: the envelope recipients.
@@ -181,12 +181,48 @@ class Floor:
         self.envelope_codes = (b"250",) * (1 + len(recipients)) + (b"354",)
         self.payload = DataEncoder.encode_all(message)
 
-    async def connect(self) -> Connection:
-        """Connect, read the greeting and say EHLO."""
-        connection = await Connection.open(self.host, self.port)
+    def client(self) -> FloorClient:
+        """A new, unconnected client that sends what was built here."""
+        return FloorClient(self)
+
+
+class FloorClient:
+    """One connection of the floor, with the methods the benchmark's async
+    loops call on an ``anysmtp.AsyncSMTP`` (``connect``, ``ehlo``,
+    ``sendmail``, ``quit``), so that it runs in those same loops.
+
+    These methods are the floor itself, not wrappers around it: a message
+    costs the loop one call, as it does for a library client.
+    """
+
+    #: Set by :meth:`connect`.
+    connection: Connection
+
+    def __init__(self, floor: Floor) -> None:
+        self.floor = floor
+        # On the instance, so that sendmail() finds them in one lookup each.
+        self.envelope = floor.envelope
+        self.envelope_codes = floor.envelope_codes
+        self.payload = floor.payload
+
+    async def connect(self) -> None:
+        """Connect and read the greeting."""
+        connection = await Connection.open(self.floor.host, self.floor.port)
         try:
             await connection.expect(b"220")
-            await connection.send(self.ehlo)
+        except BaseException:
+            connection.close()
+            raise
+        self.connection = connection
+
+    async def ehlo(self) -> None:
+        """Say EHLO.
+
+        :raises ReplyError: the server does not offer PIPELINING.
+        """
+        connection = self.connection
+        try:
+            await connection.send(self.floor.ehlo)
             features = await connection.expect(b"250")
             # Pipelining without the server's leave would not be the same client.
             if b"PIPELINING" not in features.upper():
@@ -194,17 +230,28 @@ class Floor:
         except BaseException:
             connection.close()
             raise
-        return connection
 
-    async def sendmail(self, connection: Connection) -> None:
+    async def sendmail(
+        self, sender: str, recipients: Sequence[str], message: bytes, /
+    ) -> None:
         """One message: the envelope in one write, its replies, the payload in
-        one write, its reply."""
+        one write, its reply.
+
+        The arguments are not read (reading them is the work a library does):
+        what goes is what :class:`Floor` built, from the same sender,
+        recipients and message as the caller passes.
+
+        :raises ReplyError: a reply has another code than expected (a refused
+            recipient among them), so no refusal goes unnoticed.
+        """
+        connection = self.connection
         await connection.send(self.envelope)
         await connection.expect(*self.envelope_codes)
         await connection.send(self.payload)
         await connection.expect(b"250")
 
-    async def quit(self, connection: Connection) -> None:
+    async def quit(self) -> None:
+        connection = self.connection
         try:
             await connection.send(b"quit\r\n")
             await connection.expect(b"221")
