@@ -307,6 +307,10 @@ class AsyncSMTP:
     #: Chunks awaiting their replies in a pipelined BDAT upload: enough to keep
     #: a long path busy, few enough that a refusal wastes little.
     _bdat_window: ClassVar[int] = 4
+    #: Whether a message that fits in one chunk goes as ``BDAT n LAST`` in the
+    #: envelope's flight: not for LMTP, where a BDAT LAST after no accepted
+    #: recipient gets zero replies (RFC 2033 section 4.3), one from others.
+    _bdat_with_envelope: ClassVar[bool] = True
 
     debuglevel: int
     helo_resp: bytes | None
@@ -1626,7 +1630,9 @@ class AsyncSMTP:
         if not chunking:
             await self.send(envelope + b"data\r\n")
         else:
-            payload = _bdat_payload(body.data, binary)
+            payload = (
+                _bdat_payload(body.data, binary) if self._bdat_with_envelope else None
+            )
             if payload is None:
                 await self.send(envelope)
             else:
@@ -1646,16 +1652,15 @@ class AsyncSMTP:
         senderrs: SendErrors = {}
         for each in recipients:
             rcpt_code, rcpt_resp = self._arrived_reply() or await self.getreply()
-            if sender_refused is not None:
-                continue  # answers to a transaction that never started
             if rcpt_code in (250, 251):
-                self._accepted_recipients.append(each)
-            else:
+                if sender_refused is None:
+                    self._accepted_recipients.append(each)
+            elif sender_refused is None:
                 senderrs[each] = (rcpt_code, rcpt_resp)
             if rcpt_code == 421:
                 self._final_reply_pending = False  # the server is closing
                 self.close()
-                raise SMTPRecipientsRefused(senderrs)
+                raise sender_refused or SMTPRecipientsRefused(senderrs)
         if chunking:
             return await self._finish_chunked(
                 body,
@@ -2000,6 +2005,13 @@ class AsyncLMTP(AsyncSMTP):
     #: One chunk at a time: RFC 2033 does not say how many replies a pipelined
     #: ``BDAT LAST`` gets after a refused chunk, so it only follows accepted ones.
     _bdat_window: ClassVar[int] = 1
+    #: BDAT LAST waits for the envelope's replies: after no accepted recipient
+    #: it gets no reply at all (RFC 2033 section 4.3).
+    _bdat_with_envelope: ClassVar[bool] = False
+
+    #: ``(recipient, reply)`` for each accepted recipient of the last message,
+    #: in order, kept as each reply is read.
+    lmtp_data_replies: list[tuple[str, SMTPResponse]]
 
     def __init__(
         self,
@@ -2104,23 +2116,32 @@ class AsyncLMTP(AsyncSMTP):
 
     async def _final_reply(self, first: SMTPResponse) -> SMTPResponse:
         """Read the replies of the accepted recipients after the first (RFC
-        2033), keep them in ``lmtp_data_replies``, and report the failed
-        deliveries as refused recipients.
+        2033), keep them in ``lmtp_data_replies`` as they come, and report the
+        failed deliveries as refused recipients.  After a 421 the server is
+        closing: the recipients it did not answer are reported with that reply.
 
         :returns: the first success when any recipient got the message, else the
             first failure.
         """
         recipients = self._accepted_recipients
-        replies = [first]
-        for _ in recipients[1:]:
-            replies.append(SMTPResponse(*await self.getreply()))
-        self.lmtp_data_replies = list(zip(recipients, replies, strict=False))
-        self._data_refusals = {
-            recipient: (each.code, each.message)
-            for recipient, each in self.lmtp_data_replies
-            if each.code != 250
-        }
-        return next((each for each in replies if each.code == 250), first)
+        replies = self.lmtp_data_replies = []
+        refusals = self._data_refusals = {}
+        reply = first
+        for index, recipient in enumerate(recipients):
+            if index:
+                reply = SMTPResponse(*await self.getreply())
+            # Kept as read: if the connection fails half-way, the recipients
+            # that already have the message are known.
+            replies.append((recipient, reply))
+            if reply.code != 250:
+                refusals[recipient] = (reply.code, reply.message)
+            if reply.code == 421:
+                # The server is closing: no reply comes for the others.
+                for unanswered in recipients[index + 1 :]:
+                    refusals[unanswered] = (reply.code, reply.message)
+                self.close()
+                break
+        return next((each for _, each in replies if each.code == 250), first)
 
 
 #: The classes whose methods are the library's own (not overrides).

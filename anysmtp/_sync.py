@@ -62,6 +62,8 @@ class SMTP(SyncClient):
 
     _bdat_window: ClassVar[int] = 4
 
+    _bdat_with_envelope: ClassVar[bool] = True
+
     @property
     def debuglevel(self) -> int:
         try:
@@ -670,6 +672,19 @@ class LMTP(SyncLMTPInit, SMTP):
     ehlo_msg: ClassVar[str] = "lhlo"
 
     _bdat_window: ClassVar[int] = 1
+
+    _bdat_with_envelope: ClassVar[bool] = False
+
+    @property
+    def lmtp_data_replies(self) -> list[tuple[str, SMTPResponse]]:
+        try:
+            return self._async.lmtp_data_replies
+        except AttributeError:
+            raise self._missing("lmtp_data_replies") from None
+
+    @lmtp_data_replies.setter
+    def lmtp_data_replies(self, value: list[tuple[str, SMTPResponse]]) -> None:
+        self._async.lmtp_data_replies = value
 
     def connect(
         self,

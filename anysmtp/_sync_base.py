@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from smtplib import LMTP_PORT
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -267,15 +267,21 @@ class SyncClient(metaclass=_FacadeMeta):
         self._bridged = frozenset(overridden)
 
     def _bridge(self, name: str) -> Callable[..., Any]:
+        # The async client keeps its bridges: holding this object weakly, they
+        # make no cycle (a subclass dropped unclosed frees its socket at once).
+        facade = weakref.ref(self)
         target = getattr(type(self._async), name, None)
         if not inspect.iscoroutinefunction(target):
             # A plain method (``_print_debug``, ``has_extn``...): the override
             # runs where the async client calls it.
-            return cast(Callable[..., Any], getattr(self, name))
+            def plain(*args: Any, **kwargs: Any) -> Any:
+                return getattr(facade(), name)(*args, **kwargs)
+
+            return plain
 
         async def bridge(*args: Any, **kwargs: Any) -> Any:
             # Looked up at each call, so a later patch is what runs.
-            override = getattr(self, name)
+            override = getattr(facade(), name)
             return await anyio.to_thread.run_sync(
                 functools.partial(override, *args, **kwargs)
             )

@@ -259,6 +259,35 @@ async def test_server_closes_between_data_replies(lhlo_reply: bytes) -> None:
         assert not lmtp.is_connected
         # Bob has the message: sending it again could deliver it twice.
         assert lmtp.final_reply_pending
+        assert lmtp.lmtp_data_replies == [(BOB, (250, b"bob ok"))]
+
+
+async def test_421_for_one_recipient_ends_the_replies(lhlo_reply: bytes) -> None:
+    # The server is closing: Dave's reply never comes, and Dave did not get the
+    # message as far as anyone can tell.
+    def then(conn: ScriptedConnection) -> None:
+        pass  # closes after the 421
+
+    script = lmtp_transaction(
+        lhlo_reply,
+        [b"250 ok\r\n"] * 3,
+        b"250 bob ok\r\n421 4.3.2 shutting down\r\n",
+        then=then,
+    )
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server)
+        await lmtp.connect()
+        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
+        assert refused == {
+            CAROL: (421, b"4.3.2 shutting down"),
+            DAVE: (421, b"4.3.2 shutting down"),
+        }
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (250, b"bob ok")),
+            (CAROL, (421, b"4.3.2 shutting down")),
+        ]
+        assert not lmtp.is_connected
+        assert not lmtp.final_reply_pending
 
 
 async def test_second_transaction_replaces_the_replies(lhlo_reply: bytes) -> None:
@@ -410,46 +439,56 @@ async def test_bdat_last_gets_one_reply_per_recipient(lhlo: bytes) -> None:
     )
 
 
-async def test_bdat_refused_for_every_recipient_gets_one_reply() -> None:
-    # No recipient was accepted: the BDAT LAST sent with the envelope is one
-    # refused command, answered once.
+@pytest.mark.parametrize(
+    ("replies", "refusal"),
+    [
+        pytest.param(
+            b"250 ok\r\n550 5.1.1 no bob\r\n550 5.1.1 no carol\r\n",
+            anysmtp.SMTPRecipientsRefused(
+                {BOB: (550, b"5.1.1 no bob"), CAROL: (550, b"5.1.1 no carol")}
+            ),
+            id="every-recipient-refused",
+        ),
+        pytest.param(
+            b"553 5.7.1 no alice\r\n503 5.5.1 no sender\r\n503 5.5.1 no sender\r\n",
+            anysmtp.SMTPSenderRefused(553, b"5.7.1 no alice", ALICE),
+            id="sender-refused",
+        ),
+    ],
+)
+async def test_bdat_waits_for_an_accepted_recipient(
+    replies: bytes, refusal: anysmtp.SMTPException
+) -> None:
+    # After no accepted recipient, BDAT LAST gets no reply at all (RFC 2033
+    # section 4.3): it never goes with the envelope, and here not at all.
     def script(conn: ScriptedConnection) -> None:
         conn.send(b"220 lmtp ready\r\n")
         exchange(conn, (b"lhlo", CHUNKING_LHLO))
-        assert read_commands(conn, 4) == [
-            MAIL,
-            RCPT_BOB,
-            RCPT_CAROL,
-            b"BDAT %d LAST\r\n" % len(MESSAGE),
-        ]
-        assert conn.read_exactly(len(MESSAGE)) == MESSAGE
-        conn.send(
-            b"250 ok\r\n550 5.1.1 no bob\r\n550 5.1.1 no carol\r\n"
-            b"554 5.5.1 no valid recipients\r\n"
-        )
+        assert read_commands(conn, 3) == [MAIL, RCPT_BOB, RCPT_CAROL]
+        conn.send(replies)
         rset_noop_quit(conn)
 
     with ScriptedServer(script) as server:
         lmtp = lmtp_client(server)
         await lmtp.connect()
-        with pytest.raises(anysmtp.SMTPRecipientsRefused) as caught:
+        with pytest.raises(type(refusal)) as caught:
             await lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
-        assert caught.value.recipients == {
-            BOB: (550, b"5.1.1 no bob"),
-            CAROL: (550, b"5.1.1 no carol"),
-        }
+        assert caught.value.args == refusal.args
         assert lmtp.lmtp_data_replies == []
+        assert not lmtp.final_reply_pending
         assert await lmtp.noop() == (250, b"noop ok")
         await lmtp.quit()
+    assert server.transcript == (
+        LHLO + MAIL + RCPT_BOB + RCPT_CAROL + RSET + b"noop\r\nquit\r\n"
+    )
+
+
+#: Over one chunk, with bare LF line endings: converted, so it goes in chunks.
+BIG_MESSAGE = b"Subject: big\n\n" + (b"x" * 998 + b"\n") * 600
 
 
 async def test_large_bdat_message_goes_chunk_by_chunk() -> None:
-    # Over one chunk: each chunk waits for its reply (RFC 2033 does not say how
-    # a pipelined BDAT LAST is answered after a refused chunk), and BDAT LAST
-    # gets one reply per recipient.
-    # Bare LF line endings: the message is converted, so it goes in chunks.
-    message = b"Subject: big\n\n" + (b"x" * 998 + b"\n") * 600
-
+    # Each chunk is answered once, BDAT LAST once per recipient.
     def script(conn: ScriptedConnection) -> None:
         conn.send(b"220 lmtp ready\r\n")
         exchange(conn, (b"lhlo", CHUNKING_LHLO))
@@ -462,26 +501,39 @@ async def test_large_bdat_message_goes_chunk_by_chunk() -> None:
             received += conn.read_exactly(int(command[1]))
             if command[2:] == [b"LAST"]:
                 break
-            # The next chunk waits for this reply.
-            conn.sock.settimeout(0.2)
-            with pytest.raises(TimeoutError):
-                conn.sock.recv(1, socket.MSG_PEEK)
-            conn.sock.settimeout(None)
             conn.send(b"250 chunk ok\r\n")
-        assert received == message.replace(b"\n", b"\r\n")
+        assert received == BIG_MESSAGE.replace(b"\n", b"\r\n")
         conn.send(b"250 bob ok\r\n250 carol ok\r\n")
         noop_then_quit(conn)
 
     with ScriptedServer(script) as server:
         lmtp = lmtp_client(server)
         await lmtp.connect()
-        assert await lmtp.sendmail(ALICE, [BOB, CAROL], message) == {}
+        assert await lmtp.sendmail(ALICE, [BOB, CAROL], BIG_MESSAGE) == {}
         assert lmtp.lmtp_data_replies == [
             (BOB, (250, b"bob ok")),
             (CAROL, (250, b"carol ok")),
         ]
         assert await lmtp.noop() == (250, b"noop ok")
         await lmtp.quit()
+
+
+async def test_a_chunk_waits_for_the_reply_to_the_one_before() -> None:
+    # RFC 2033 does not say how a pipelined BDAT LAST is answered after a
+    # refused chunk: a server that never answers the first chunk sees no other.
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(conn, (b"lhlo", CHUNKING_LHLO))
+        assert read_commands(conn, 2) == [MAIL, RCPT_BOB]
+        conn.send(b"250 ok\r\n250 ok\r\n")
+        drain(conn)  # until the client gives up and closes
+
+    with ScriptedServer(script) as server:
+        lmtp = lmtp_client(server, timeout=0.5)
+        await lmtp.connect()
+        with pytest.raises(anysmtp.SMTPReadTimeoutError):
+            await lmtp.sendmail(ALICE, [BOB], BIG_MESSAGE)
+    assert server.transcript.count(b"BDAT ") == 1
 
 
 def test_sync_lmtp_pipelines_too() -> None:
@@ -500,6 +552,10 @@ def test_sync_lmtp_pipelines_too() -> None:
     ):
         refused = lmtp.sendmail(ALICE, [BOB, CAROL], MESSAGE)
         assert refused == {CAROL: (550, b"5.2.1 carol disabled")}
+        assert lmtp.lmtp_data_replies == [
+            (BOB, (250, b"bob ok")),
+            (CAROL, (550, b"5.2.1 carol disabled")),
+        ]
         assert lmtp.noop() == (250, b"noop ok")
     assert (
         server.transcript

@@ -171,6 +171,21 @@ async def test_sender_refused_reads_every_reply_then_resets() -> None:
     assert transcript.endswith(b"data\r\nrset\r\nquit\r\n")
 
 
+async def test_sender_refused_then_421_raises_the_refusal() -> None:
+    # The server closes after the first RCPT's 421: the sender's refusal is
+    # what went wrong, and no reply is read from the closed connection.
+    behaviour = Behaviour(
+        mail=b"553 5.7.1 sender refused", rcpts=[b"421 4.3.2 closing"]
+    )
+    result, transcript, connected = await run(behaviour, True)
+    assert result == (
+        anysmtp.SMTPSenderRefused,
+        (553, b"5.7.1 sender refused", ALICE),
+    )
+    assert not connected
+    assert transcript.endswith(b"data\r\n")
+
+
 async def test_data_accepted_without_recipients_gets_an_empty_message() -> None:
     result, transcript, _ = await run(
         SCENARIOS["all refused, DATA accepted anyway"], True

@@ -453,6 +453,34 @@ def test_a_client_dropped_unclosed_closes_its_socket_at_once(
 
 @pytest.mark.usefixtures("no_cyclic_gc")
 @pytest.mark.parametrize(
+    "base", [smtplib.SMTP, anysmtp.SMTP], ids=["smtplib", "anysmtp"]
+)
+def test_a_subclass_with_hooks_dropped_unclosed_closes_its_socket_at_once(
+    smtpd: AiosmtpdServer, base: type[Any]
+) -> None:
+    # Overrides the facade bridges into the async client: a coroutine hook
+    # (send) and a plain one (has_extn).
+    sent: list[bytes | str] = []
+
+    def send(self: Any, s: bytes | str) -> None:
+        sent.append(s)
+        base.send(self, s)
+
+    def has_extn(self: Any, opt: str) -> bool:
+        return bool(base.has_extn(self, opt))
+
+    with_hooks = type("WithHooks", (base,), {"send": send, "has_extn": has_extn})
+    client = with_hooks(smtpd.host, smtpd.port)
+    client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nx\r\n")
+    assert sent
+    sock = weakref.ref(client.sock)
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del client
+    assert sock() is None
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+@pytest.mark.parametrize(
     "client_factory",
     [
         pytest.param(smtplib.SMTP, id="smtplib"),
