@@ -102,6 +102,30 @@ def lmtp_client(server: ScriptedServer, timeout: float = 5) -> anysmtp.AsyncLMTP
     )
 
 
+#: What the client reports after a transaction: sendmail()'s result,
+#: ``lmtp_data_replies`` and ``last_data_response``.
+Outcome = tuple[object, list[tuple[str, anysmtp.SMTPResponse]], object]
+
+
+async def send_noop_quit(server: ScriptedServer, recipients: list[str]) -> Outcome:
+    """Send MESSAGE to ``recipients``, then NOOP (its reply must be NOOP's: every
+    reply of the transaction was read) and QUIT."""
+    lmtp = lmtp_client(server)
+    await lmtp.connect()
+    refused = await lmtp.sendmail(ALICE, recipients, MESSAGE)
+    outcome = (refused, lmtp.lmtp_data_replies, lmtp.last_data_response)
+    assert await lmtp.noop() == (250, b"noop ok")
+    assert await lmtp.quit() == (221, b"bye")
+    return outcome
+
+
+#: The transcript of a DATA transaction for Bob, Carol and Dave, then NOOP
+#: and QUIT.
+TO_THREE = (
+    LHLO + MAIL + RCPT_BOB + RCPT_CAROL + RCPT_DAVE + DATA + MESSAGE_WIRE
+) + b"noop\r\nquit\r\n"
+
+
 # The class --------------------------------------------------------------------
 
 
@@ -125,28 +149,17 @@ async def test_one_recipient_fails_at_data_stage(lhlo_reply: bytes) -> None:
         then=noop_then_quit,
     )
     with ScriptedServer(script) as server:
-        lmtp = lmtp_client(server)
-        await lmtp.connect()
-        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
-        assert refused == {CAROL: (452, b"4.2.2 carol over quota")}
-        assert lmtp.lmtp_data_replies == [
+        outcome = await send_noop_quit(server, [BOB, CAROL, DAVE])
+    assert outcome == (
+        {CAROL: (452, b"4.2.2 carol over quota")},
+        [
             (BOB, (250, b"2.0.0 bob delivered")),
             (CAROL, (452, b"4.2.2 carol over quota")),
             (DAVE, (250, b"2.0.0 dave delivered")),
-        ]
-        # Every reply was consumed: the next one read is NOOP's.
-        assert await lmtp.noop() == (250, b"noop ok")
-        assert await lmtp.quit() == (221, b"bye")
-    assert server.transcript == (
-        LHLO
-        + MAIL
-        + RCPT_BOB
-        + RCPT_CAROL
-        + RCPT_DAVE
-        + DATA
-        + MESSAGE_WIRE
-        + b"noop\r\nquit\r\n"
+        ],
+        (250, b"2.0.0 bob delivered"),
     )
+    assert server.transcript == TO_THREE
     # One message transmission, for all three recipients.
     assert server.transcript.count(DATA) == 1
     assert server.transcript.count(MESSAGE_WIRE) == 1
@@ -364,30 +377,16 @@ async def test_pipelined_envelope_goes_in_one_flight() -> None:
         noop_then_quit(conn)
 
     with ScriptedServer(script) as server:
-        lmtp = lmtp_client(server)
-        await lmtp.connect()
-        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
-        assert refused == {
-            CAROL: (550, b"5.1.1 no carol"),
-            DAVE: (452, b"4.2.2 dave over quota"),
-        }
-        assert lmtp.lmtp_data_replies == [
+        outcome = await send_noop_quit(server, [BOB, CAROL, DAVE])
+    assert outcome == (
+        {CAROL: (550, b"5.1.1 no carol"), DAVE: (452, b"4.2.2 dave over quota")},
+        [
             (BOB, (250, b"2.0.0 bob delivered")),
             (DAVE, (452, b"4.2.2 dave over quota")),
-        ]
-        assert lmtp.last_data_response == (250, b"2.0.0 bob delivered")
-        assert await lmtp.noop() == (250, b"noop ok")
-        await lmtp.quit()
-    assert server.transcript == (
-        LHLO
-        + MAIL
-        + RCPT_BOB
-        + RCPT_CAROL
-        + RCPT_DAVE
-        + DATA
-        + MESSAGE_WIRE
-        + b"noop\r\nquit\r\n"
+        ],
+        (250, b"2.0.0 bob delivered"),
     )
+    assert server.transcript == TO_THREE
 
 
 #: MESSAGE as BDAT sends it: no dot-stuffing, no end-of-data line.
@@ -418,20 +417,15 @@ async def test_bdat_last_gets_one_reply_per_recipient(lhlo: bytes) -> None:
         noop_then_quit(conn)
 
     with ScriptedServer(script) as server:
-        lmtp = lmtp_client(server)
-        await lmtp.connect()
-        refused = await lmtp.sendmail(ALICE, [BOB, CAROL, DAVE], MESSAGE)
-        assert refused == {
-            BOB: (452, b"4.2.2 bob over quota"),
-            CAROL: (550, b"5.1.1 no carol"),
-        }
-        assert lmtp.lmtp_data_replies == [
+        outcome = await send_noop_quit(server, [BOB, CAROL, DAVE])
+    assert outcome == (
+        {BOB: (452, b"4.2.2 bob over quota"), CAROL: (550, b"5.1.1 no carol")},
+        [
             (BOB, (452, b"4.2.2 bob over quota")),
             (DAVE, (250, b"2.0.0 dave delivered")),
-        ]
-        assert lmtp.last_data_response == (250, b"2.0.0 dave delivered")
-        assert await lmtp.noop() == (250, b"noop ok")
-        await lmtp.quit()
+        ],
+        (250, b"2.0.0 dave delivered"),
+    )
     assert (
         server.transcript
         == (LHLO + MAIL + RCPT_BOB + RCPT_CAROL + RCPT_DAVE + BDAT_MESSAGE)
