@@ -19,13 +19,14 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, Final
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
@@ -1322,40 +1323,94 @@ async def test_closing_the_pool_finishes_sends_in_flight_and_stops_the_rest() ->
     assert mailer.commands[0][-1] == "QUIT"
 
 
-async def test_closing_wakes_tasks_waiting_for_a_connection(
-    recorder: AiosmtpdServer,
-) -> None:
-    pool = pool_for(recorder, max_size=1)
-    outcome: list[BaseException] = []
-    holding = anyio.Event()
-    release = anyio.Event()
+#: What the server receives on a connection lent for one message, or for two,
+#: and then closed with QUIT.
+ONE_MESSAGE: Final = [*SESSION, "QUIT"]
+TWO_MESSAGES: Final = [*SESSION, *SESSION[1:], "QUIT"]
 
-    async def hold() -> None:
-        async with pool.connection() as smtp:
-            holding.set()
-            await release.wait()
-            await smtp.noop()
+
+class Closing:
+    """A pool on a :class:`Mailer` for the tests of closing, and another task's
+    loan of one of its connections on demand (:meth:`lend`).
+
+    :param options: for :func:`pool_for`.
+    """
+
+    #: The test's tasks, while :meth:`serving`.
+    group: anyio.abc.TaskGroup
+
+    def __init__(self, **options: Any) -> None:
+        self.mailer = Mailer()
+        self._server = ConcurrentServer(self.mailer)
+        self.pool = pool_for(self._server, **options)
+        #: Set once the other task holds its connection, ...
+        self.holding = anyio.Event()
+        #: ... which it gives back (having sent "other" through it) once set.
+        self.released = anyio.Event()
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[Closing]:
+        """Run the server and :attr:`group`; on the way out, wait for the
+        group's tasks, check that no client socket is left open and stop the
+        server (the mailer's records are complete then)."""
+        with self._server, no_leaked_sockets(self._server.port):
+            async with anyio.create_task_group() as self.group:
+                yield self
+
+    async def lend(self) -> None:
+        """Start the other task in :attr:`group`; return once it holds its
+        connection."""
+        self.group.start_soon(self._hold)
+        await self.holding.wait()
+
+    async def _hold(self) -> None:
+        async with self.pool.connection() as smtp:
+            self.holding.set()
+            await self.released.wait()
+            # Still usable: a close waits for this connection to come back.
+            await smtp.send_message(message("other"))
+
+    def release_when_the_close_waits(self) -> None:
+        """Release the other task's connection once every task waits (the
+        close among them, for that connection)."""
+
+        async def release() -> None:
+            await anyio.wait_all_tasks_blocked()
+            self.released.set()
+
+        self.group.start_soon(release)
+
+    async def close_pool(self) -> None:
+        """``aclose(grace=None)``, which returns only once the other task gave
+        its connection back."""
+        await self.pool.aclose(grace=None)
+        assert self.released.is_set()
+
+
+async def test_closing_wakes_tasks_waiting_for_a_connection() -> None:
+    scene = Closing(max_size=1)
+    outcome: list[BaseException] = []
 
     async def wait_for_one() -> None:
         try:
-            await pool.send(message("never"))
+            await scene.pool.send(message("never"))
         except anysmtp.SMTPPoolClosedError as exc:
             outcome.append(exc)
 
-    with no_leaked_sockets(recorder.port):
-        async with anyio.create_task_group() as group:
-            group.start_soon(hold)
-            await holding.wait()
-            group.start_soon(wait_for_one)
-            await anyio.wait_all_tasks_blocked()
-            group.start_soon(pool.aclose)
-            await anyio.wait_all_tasks_blocked()
-            # The waiter gave up at once; the holder still has its connection.
-            assert len(outcome) == 1
-            release.set()
-        await pool.aclose()  # again: nothing more to do
-    assert pool.size == 0
-    assert recorder.messages == []
+    async with scene.serving():
+        await scene.lend()
+        scene.group.start_soon(wait_for_one)
+        await anyio.wait_all_tasks_blocked()
+        scene.group.start_soon(scene.pool.aclose)
+        await anyio.wait_all_tasks_blocked()
+        # The waiter gave up at once; the holder still has its connection.
+        assert len(outcome) == 1
+        scene.released.set()
+    await scene.pool.aclose()  # again: nothing more to do
+    assert scene.pool.size == 0
+    # Only the holder's message; its connection was closed with QUIT.
+    assert scene.mailer.delivered() == ["other"]
+    assert scene.mailer.sessions() == [ONE_MESSAGE]
 
 
 async def test_close_grace_expiry_closes_connections_in_use() -> None:
@@ -1653,55 +1708,24 @@ def test_sync_ctrl_c_while_waiting_for_a_connection_loses_no_token(
 # Closing from inside a borrowed connection -----------------------------------------
 
 
-@dataclass
-class QuitRecorder(PeerRecorder):
-    """Also records the client's address of each QUIT: one per connection
-    closed politely."""
-
-    quits: list[object] = field(default_factory=list)
-
-    async def handle_QUIT(
-        self, server: SMTPServerProtocol, session: Session, envelope: Envelope
-    ) -> str:
-        self.quits.append(session.peer)
-        return "221 Bye"
-
-
-@pytest.fixture
-def quitter() -> Iterator[AiosmtpdServer]:
-    with AiosmtpdServer(QuitRecorder()) as server:
-        yield server
-
-
-def quits(server: AiosmtpdServer) -> list[object]:
-    handler = server.handler
-    assert isinstance(handler, QuitRecorder)
-    return list(handler.quits)
-
-
-def subjects(server: AiosmtpdServer) -> list[str]:
-    """The Subjects of the messages the server received, in order."""
-    found = [SUBJECT.search(each.data) for each in server.messages]
-    return [match.group(1).decode() if match else "" for match in found]
-
-
 CLOSES = [
     pytest.param({}, id="default-grace"),
     pytest.param({"grace": None}, id="grace-none"),
 ]
 
 
-@pytest.mark.parametrize("close", CLOSES)
-async def test_aclose_inside_a_borrowed_connection_does_not_wait_for_it(
-    quitter: AiosmtpdServer, close: dict[str, Any]
+async def aclose_inside_a_borrowed_connection(
+    aclose: Callable[[anysmtp.AsyncSMTPPool], Awaitable[object]],
 ) -> None:
-    pool = pool_for(quitter)
-    with no_leaked_sockets(quitter.port):
+    """Close the pool with ``aclose`` inside a :meth:`connection` block: the
+    block's connection can only come back after that returns, so it is
+    neither waited for nor closed under its user."""
+    async with Closing().serving() as scene:
+        pool = scene.pool
         async with pool.connection() as smtp:
             await smtp.send_message(message("before"))
-            # This connection can only come back after aclose returns: it is
-            # neither waited for nor closed under its user.
-            await pool.aclose(**close)
+            with anyio.fail_after(TIMEOUT / 2):
+                await aclose(pool)
             assert pool.closed
             assert smtp.is_connected
             await smtp.send_message(message("after"))
@@ -1714,69 +1738,54 @@ async def test_aclose_inside_a_borrowed_connection_does_not_wait_for_it(
         # Given back to a closed pool: closed with QUIT.
         assert pool.size == 0
         await pool.aclose()  # again: nothing left to do
-    assert subjects(quitter) == ["before", "after"]
-    assert quits(quitter) == list(peers(quitter))
+    assert scene.mailer.delivered() == ["before", "after"]
+    assert scene.mailer.sessions() == [TWO_MESSAGES]
 
 
-async def test_aclose_from_progress_inside_a_borrowed_connection(
-    quitter: AiosmtpdServer,
+@pytest.mark.parametrize("close", CLOSES)
+async def test_aclose_inside_a_borrowed_connection_does_not_wait_for_it(
+    close: dict[str, Any],
 ) -> None:
+    await aclose_inside_a_borrowed_connection(lambda pool: pool.aclose(**close))
+
+
+async def test_aclose_from_progress_inside_a_borrowed_connection() -> None:
     # progress runs in a worker task of send_many, which runs inside the block:
     # the block's connection cannot come back before that aclose returns.
-    pool = pool_for(quitter)
+    scene = Closing()
 
     async def stop(result: anysmtp.SendResult) -> None:
-        await pool.aclose(grace=None)
+        await scene.pool.aclose(grace=None)
 
-    with no_leaked_sockets(quitter.port):
-        async with pool.connection() as smtp:
-            results = await pool.send_many(
+    async with scene.serving():
+        async with scene.pool.connection() as smtp:
+            results = await scene.pool.send_many(
                 [message("first"), message("second")], concurrency=1, progress=stop
             )
             assert smtp.is_connected
             await smtp.send_message(message("mine"))
-        assert pool.size == 0
+        assert scene.pool.size == 0
     assert [(result.status, result.attempts) for result in results] == [
         ("sent", 1),
         ("failed", 0),
     ]
     assert isinstance(results[1].error, anysmtp.SMTPPoolClosedError)
-    assert subjects(quitter) == ["first", "mine"]
-    assert len(quits(quitter)) == 2
+    assert scene.mailer.delivered() == ["first", "mine"]
+    # The block's connection and send_many's, each closed with QUIT.
+    assert scene.mailer.sessions() == [ONE_MESSAGE] * 2
 
 
-async def test_aclose_inside_a_borrowed_connection_waits_for_other_tasks(
-    quitter: AiosmtpdServer,
-) -> None:
-    pool = pool_for(quitter)
-    holding = anyio.Event()
-    release = anyio.Event()
-
-    async def other() -> None:
-        async with pool.connection() as smtp:
-            holding.set()
-            await release.wait()
-            # Still usable: aclose waits for this connection to come back.
-            await smtp.send_message(message("other"))
-
-    async def release_while_closing() -> None:
-        await anyio.wait_all_tasks_blocked()
-        release.set()
-
-    with no_leaked_sockets(quitter.port):
-        async with anyio.create_task_group() as group:
-            group.start_soon(other)
-            await holding.wait()
-            async with pool.connection() as smtp:
-                group.start_soon(release_while_closing)
-                await pool.aclose(grace=None)
-                # Back only once the other task gave its connection back.
-                assert release.is_set()
-                assert pool.size == 1
-                await smtp.send_message(message("mine"))
-        assert pool.size == 0
-    assert subjects(quitter) == ["other", "mine"]
-    assert len(quits(quitter)) == 2
+async def test_aclose_inside_a_borrowed_connection_waits_for_other_tasks() -> None:
+    async with Closing().serving() as scene:
+        await scene.lend()
+        async with scene.pool.connection() as smtp:
+            scene.release_when_the_close_waits()
+            await scene.close_pool()
+            assert scene.pool.size == 1
+            await smtp.send_message(message("mine"))
+        assert scene.pool.size == 0
+    assert scene.mailer.delivered() == ["other", "mine"]
+    assert scene.mailer.sessions() == [ONE_MESSAGE] * 2
 
 
 #: For tests of asyncio's own ways to start a task (``asyncio.create_task``,
@@ -1788,28 +1797,19 @@ ASYNCIO_ONLY: Final = pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
 @pytest.mark.parametrize("close", CLOSES)
 @pytest.mark.parametrize("start", ["create_task", "wait_for"])
 async def test_aclose_in_an_asyncio_task_started_inside_a_borrowed_connection(
-    quitter: AiosmtpdServer, close: dict[str, Any], start: str
+    close: dict[str, Any], start: str
 ) -> None:
     # A task started inside the block (a plain asyncio task: anyio knows no
     # parent of it) can only finish closing the pool before the block ends.
     import asyncio
 
-    pool = pool_for(quitter)
-    with no_leaked_sockets(quitter.port):
-        async with pool.connection() as smtp:
-            await smtp.send_message(message("before"))
-            with anyio.fail_after(TIMEOUT / 2):
-                if start == "create_task":
-                    await asyncio.create_task(pool.aclose(**close))
-                else:
-                    await asyncio.wait_for(pool.aclose(**close), TIMEOUT)
-            assert pool.closed
-            assert smtp.is_connected
-            await smtp.send_message(message("after"))
-            assert (pool.size, pool.idle) == (1, 0)
-        assert pool.size == 0
-    assert subjects(quitter) == ["before", "after"]
-    assert quits(quitter) == list(peers(quitter))
+    async def aclose(pool: anysmtp.AsyncSMTPPool) -> None:
+        if start == "create_task":
+            await asyncio.create_task(pool.aclose(**close))
+        else:
+            await asyncio.wait_for(pool.aclose(**close), TIMEOUT)
+
+    await aclose_inside_a_borrowed_connection(aclose)
 
 
 @pytest.mark.parametrize(
@@ -1819,178 +1819,131 @@ async def test_aclose_in_an_asyncio_task_started_inside_a_borrowed_connection(
 )
 @pytest.mark.parametrize("close", CLOSES)
 async def test_aclose_in_a_trio_nursery_child_inside_a_borrowed_connection(
-    quitter: AiosmtpdServer, close: dict[str, Any]
+    close: dict[str, Any],
 ) -> None:
     import trio
 
-    pool = pool_for(quitter)
-    with no_leaked_sockets(quitter.port):
-        async with pool.connection() as smtp:
-            await smtp.send_message(message("before"))
-            with anyio.fail_after(TIMEOUT / 2):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(lambda: pool.aclose(**close))
-            assert pool.closed
-            assert smtp.is_connected
-            await smtp.send_message(message("after"))
-        assert pool.size == 0
-    assert subjects(quitter) == ["before", "after"]
-    assert quits(quitter) == list(peers(quitter))
+    async def aclose(pool: anysmtp.AsyncSMTPPool) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: pool.aclose(**close))
+
+    await aclose_inside_a_borrowed_connection(aclose)
 
 
-async def test_a_task_started_inside_a_borrowed_connection_waits_for_the_others(
-    quitter: AiosmtpdServer,
-) -> None:
+async def test_a_task_started_inside_a_borrowed_connection_waits_for_the_others() -> (
+    None
+):
     # Only the block's own connections are the closer's: another task's
     # connection is waited for, from a task started inside the block too.
-    pool = pool_for(quitter)
-    holding = anyio.Event()
-    release = anyio.Event()
-
-    async def other() -> None:
-        async with pool.connection() as smtp:
-            holding.set()
-            await release.wait()
-            await smtp.send_message(message("other"))
-
-    async def close() -> None:
-        await pool.aclose(grace=None)
-        # Back only once the other task gave its connection back.
-        assert release.is_set()
-
-    async def release_while_closing() -> None:
-        await anyio.wait_all_tasks_blocked()
-        release.set()
-
-    with no_leaked_sockets(quitter.port):
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(other)
-            await holding.wait()
-            async with pool.connection() as smtp:
-                async with anyio.create_task_group() as inner:
-                    inner.start_soon(close)
-                    inner.start_soon(release_while_closing)
-                assert pool.size == 1
-                await smtp.send_message(message("mine"))
-        assert pool.size == 0
-    assert subjects(quitter) == ["other", "mine"]
-    assert len(quits(quitter)) == 2
+    async with Closing().serving() as scene:
+        await scene.lend()
+        async with scene.pool.connection() as smtp:
+            scene.release_when_the_close_waits()
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(scene.close_pool)
+            assert scene.pool.size == 1
+            await smtp.send_message(message("mine"))
+        assert scene.pool.size == 0
+    assert scene.mailer.delivered() == ["other", "mine"]
+    assert scene.mailer.sessions() == [ONE_MESSAGE] * 2
 
 
-async def test_a_task_that_outlives_its_block_does_not_own_the_next_loan(
-    quitter: AiosmtpdServer,
-) -> None:
+async def test_a_task_that_outlives_its_block_does_not_own_the_next_loan() -> None:
     # The closer was started inside a block; by the time it closes the pool,
     # that block gave its connection back and another task borrowed the same
     # connection: that loan is not the closer's, so aclose waits for it.
-    pool = pool_for(quitter, max_size=1)
+    scene = Closing(max_size=1)
     block_done = anyio.Event()
-    holding = anyio.Event()
-    release = anyio.Event()
 
     async def closer() -> None:
         await block_done.wait()
-        await holding.wait()
-        await pool.aclose(grace=None)
-        assert release.is_set()
+        await scene.holding.wait()
+        await scene.close_pool()
 
-    async def other() -> None:
-        async with pool.connection() as smtp:
-            holding.set()
-            await release.wait()
-            await smtp.send_message(message("other"))
-
-    async def release_while_closing() -> None:
-        await anyio.wait_all_tasks_blocked()
-        release.set()
-
-    with no_leaked_sockets(quitter.port):
-        async with anyio.create_task_group() as group:
-            async with pool.connection() as smtp:
-                group.start_soon(closer)  # copies this block's context
-                await smtp.send_message(message("mine"))
-            block_done.set()
-            group.start_soon(other)
-            await holding.wait()
-            group.start_soon(release_while_closing)
-        assert (pool.closed, pool.size) == (True, 0)
-    assert subjects(quitter) == ["mine", "other"]
+    async with scene.serving():
+        async with scene.pool.connection() as smtp:
+            scene.group.start_soon(closer)  # copies this block's context
+            await smtp.send_message(message("mine"))
+        block_done.set()
+        await scene.lend()
+        scene.release_when_the_close_waits()
+    assert (scene.pool.closed, scene.pool.size) == (True, 0)
+    assert scene.mailer.delivered() == ["mine", "other"]
     # One connection, lent twice, closed with QUIT once.
-    assert len(peers(quitter)) == 1
-    assert quits(quitter) == list(peers(quitter))
+    assert scene.mailer.sessions() == [TWO_MESSAGES]
 
 
 @pytest.mark.parametrize("grace", [2.0, None])
 @pytest.mark.parametrize("first_closer_started", ["by the block's task", "by another"])
 async def test_a_second_aclose_inside_a_block_does_not_wait_for_it(
-    quitter: AiosmtpdServer, grace: float | None, first_closer_started: str
+    grace: float | None, first_closer_started: str
 ) -> None:
     # Another task is already closing the pool and waits for every connection
     # lent out; aclose() inside a block must not wait for that first close to
     # wait for the block's own connection (with grace=None: for ever).
-    pool = pool_for(quitter)
+    scene = Closing()
     borrowed = anyio.Event()
     first_closing = anyio.Event()
 
     async def first_closer() -> None:
         await borrowed.wait()
         first_closing.set()
-        await pool.aclose(grace=grace)
+        await scene.pool.aclose(grace=grace)
 
     async def block() -> None:
-        async with pool.connection() as smtp:
+        async with scene.pool.connection() as smtp:
             borrowed.set()
             await first_closing.wait()
             await anyio.wait_all_tasks_blocked()  # the first close waits
-            await pool.aclose()
+            await scene.pool.aclose()
             # Neither close took the block's connection from under it.
             await smtp.send_message(message("mine"))
 
-    with no_leaked_sockets(quitter.port), anyio.fail_after(TIMEOUT):
-        async with anyio.create_task_group() as group:
-            group.start_soon(first_closer)
+    with anyio.fail_after(TIMEOUT):
+        async with scene.serving():
+            scene.group.start_soon(first_closer)
             if first_closer_started == "by the block's task":
                 await block()
             else:
-                group.start_soon(block)
-        assert (pool.closed, pool.size) == (True, 0)
-    assert subjects(quitter) == ["mine"]
-    assert quits(quitter) == list(peers(quitter))
+                scene.group.start_soon(block)
+    assert (scene.pool.closed, scene.pool.size) == (True, 0)
+    assert scene.mailer.delivered() == ["mine"]
+    assert scene.mailer.sessions() == [ONE_MESSAGE]
+
+
+def sync_pool_for(server: ConcurrentServer) -> anysmtp.SMTPPool:
+    return anysmtp.SMTPPool(server.host, server.port, start_tls=False, timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("close", CLOSES)
 def test_sync_close_inside_a_borrowed_connection_does_not_wait_for_it(
-    quitter: AiosmtpdServer, close: dict[str, Any]
+    close: dict[str, Any],
 ) -> None:
-    pool = anysmtp.SMTPPool(
-        quitter.host, quitter.port, start_tls=False, timeout=TIMEOUT
-    )
-    with pool.connection() as smtp:
-        smtp.send_message(message("before"))
-        pool.close(**close)
-        assert pool.closed
-        smtp.send_message(message("after"))
-        with pytest.raises(anysmtp.SMTPPoolClosedError):
-            pool.send(message("late"))
-        with pytest.raises(anysmtp.SMTPPoolClosedError), pool.connection():
-            pass
-        assert pool.size == 1
-    assert pool.size == 0
-    pool.close()
-    assert subjects(quitter) == ["before", "after"]
-    assert quits(quitter) == list(peers(quitter))
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server:
+        pool = sync_pool_for(server)
+        with pool.connection() as smtp:
+            smtp.send_message(message("before"))
+            pool.close(**close)
+            assert pool.closed
+            smtp.send_message(message("after"))
+            with pytest.raises(anysmtp.SMTPPoolClosedError):
+                pool.send(message("late"))
+            with pytest.raises(anysmtp.SMTPPoolClosedError), pool.connection():
+                pass
+            assert pool.size == 1
+        assert pool.size == 0
+        pool.close()
+    assert mailer.delivered() == ["before", "after"]
+    assert mailer.sessions() == [TWO_MESSAGES]
 
 
-def test_sync_close_inside_a_borrowed_connection_waits_for_other_threads(
-    quitter: AiosmtpdServer,
-) -> None:
-    pool = anysmtp.SMTPPool(
-        quitter.host, quitter.port, start_tls=False, timeout=TIMEOUT
-    )
+def test_sync_close_inside_a_borrowed_connection_waits_for_other_threads() -> None:
+    mailer = Mailer()
     holding = threading.Event()
     errors: list[BaseException] = []
 
-    def other() -> None:
+    def other(pool: anysmtp.SMTPPool) -> None:
         try:
             with pool.connection() as smtp:
                 holding.set()
@@ -2003,17 +1956,19 @@ def test_sync_close_inside_a_borrowed_connection_waits_for_other_threads(
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=other)
-    thread.start()
-    try:
-        assert holding.wait(TIMEOUT)
-        with pool.connection() as smtp:
-            pool.close(grace=None)
-            assert pool.size == 1
-            smtp.send_message(message("mine"))
-    finally:
-        thread.join(TIMEOUT)
+    with ConcurrentServer(mailer) as server:
+        pool = sync_pool_for(server)
+        thread = threading.Thread(target=other, args=(pool,))
+        thread.start()
+        try:
+            assert holding.wait(TIMEOUT)
+            with pool.connection() as smtp:
+                pool.close(grace=None)
+                assert pool.size == 1
+                smtp.send_message(message("mine"))
+        finally:
+            thread.join(TIMEOUT)
     assert errors == []
     assert pool.size == 0
-    assert subjects(quitter) == ["other", "mine"]
-    assert len(quits(quitter)) == 2
+    assert mailer.delivered() == ["other", "mine"]
+    assert mailer.sessions() == [ONE_MESSAGE] * 2
