@@ -1998,6 +1998,11 @@ class AsyncLMTP(AsyncSMTP):
     :param start_tls: ``False`` (the default: LMTP is local delivery, RFC 2033)
         never upgrades on its own; ``None`` upgrades when the server offers
         STARTTLS; ``True`` requires it.
+    :param pipelining: send MAIL, RCPT and DATA in one write when the server
+        offers PIPELINING and no smtplib hook is overridden.
+    :param chunking: send messages with BDAT instead of DATA when the server
+        offers CHUNKING and no smtplib hook is overridden; ``False`` always
+        uses DATA.
     """
 
     default_port: ClassVar[int] = LMTP_PORT
@@ -2025,6 +2030,8 @@ class AsyncLMTP(AsyncSMTP):
         socket_path: str | bytes | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         start_tls: bool | None = False,
+        pipelining: bool = True,
+        chunking: bool = True,
     ) -> None:
         if host.startswith("/") and socket_path is None:
             host, socket_path = "", host
@@ -2038,6 +2045,8 @@ class AsyncLMTP(AsyncSMTP):
             socket_path=socket_path,
             sock=sock,
             start_tls=start_tls,
+            pipelining=pipelining,
+            chunking=chunking,
         )
         self.lmtp_data_replies: list[tuple[str, SMTPResponse]] = []
 

@@ -530,6 +530,35 @@ async def test_a_chunk_waits_for_the_reply_to_the_one_before() -> None:
     assert server.transcript.count(b"BDAT ") == 1
 
 
+async def test_pipelining_and_chunking_can_be_turned_off() -> None:
+    # The server offers both; the client waits for each reply and uses DATA.
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 lmtp ready\r\n")
+        exchange(conn, (b"lhlo", CHUNKING_LHLO))
+        for command in (MAIL, RCPT_BOB):
+            assert conn.read_line() == command
+            assert not conn._buffer  # nothing sent ahead of this reply
+            conn.send(b"250 ok\r\n")
+        exchange(conn, (b"data", b"354 go ahead\r\n"))
+        conn.read_data()
+        conn.send(b"250 bob ok\r\n")
+        noop_then_quit(conn)
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncLMTP(
+            server.host,
+            server.port,
+            local_hostname=LOCAL,
+            pipelining=False,
+            chunking=False,
+        ) as lmtp:
+            assert await lmtp.sendmail(ALICE, [BOB], MESSAGE) == {}
+            assert await lmtp.noop() == (250, b"noop ok")
+    assert server.transcript == (
+        LHLO + MAIL + RCPT_BOB + DATA + MESSAGE_WIRE + b"noop\r\nQUIT\r\n"
+    )
+
+
 def test_sync_lmtp_pipelines_too() -> None:
     def script(conn: ScriptedConnection) -> None:
         conn.send(b"220 lmtp ready\r\n")
