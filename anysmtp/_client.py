@@ -308,8 +308,7 @@ class AsyncSMTP:
     #: a long path busy, few enough that a refusal wastes little.
     _bdat_window: ClassVar[int] = 4
     #: Whether a message that fits in one chunk goes as ``BDAT n LAST`` in the
-    #: envelope's flight: not for LMTP, where a BDAT LAST after no accepted
-    #: recipient gets zero replies (RFC 2033 section 4.3), one from others.
+    #: envelope's flight (an SMTP server answers it once, refused or not).
     _bdat_with_envelope: ClassVar[bool] = True
 
     debuglevel: int
