@@ -64,6 +64,7 @@ from ._errors import (
 )
 from ._esmtp import auth_mechanisms, parse_ehlo_features
 from ._message import NotAMessageError, prepare_message
+from ._portal import on_own_loop
 from ._protocol import (
     DataEncoder,
     ReplyLimitError,
@@ -910,10 +911,15 @@ class AsyncSMTP:
         if self._local_hostname is None:
             global _process_hostname
             if _process_hostname is None:
-                # Once per process, in a thread: it may wait on DNS.
-                _process_hostname = await anyio.to_thread.run_sync(
-                    default_local_hostname
-                )
+                # Once per process.  It may wait on DNS: in a worker thread,
+                # unless this is a sync call (whose caller waits anyway, as
+                # smtplib's does), which leaves no thread behind then.
+                if on_own_loop():
+                    _process_hostname = default_local_hostname()
+                else:
+                    _process_hostname = await anyio.to_thread.run_sync(
+                        default_local_hostname
+                    )
             self._local_hostname = _process_hostname
         return self._local_hostname
 

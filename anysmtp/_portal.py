@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -33,12 +33,14 @@ __all__ = [
     "can_run_here",
     "carry_context_variable",
     "get_portal",
+    "on_own_loop",
     "run_here",
     "run_in_portal",
     "stop_portals",
 ]
 
 T = TypeVar("T")
+_P = ParamSpec("_P")
 
 _BACKEND_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "asyncio": ("asyncio", {}),
@@ -288,6 +290,32 @@ def _forget_portals_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_portals_in_child)
 
 
+class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
+    """The default executor of a thread's own loop, where asyncio resolves host
+    names: each call in a thread of its own that ends with it (the pool's own
+    threads are never started).  A pool's idle thread would outlive the sync
+    call, which smtplib's never leaves behind (test suites that check for
+    leftover threads notice)."""
+
+    def submit(
+        self, fn: Callable[_P, T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        threading.Thread(target=run, name="anysmtp-lookup", daemon=True).start()
+        return future
+
+
 class _ThreadLoop:
     """The calling thread's own asyncio loop, closed with the thread (when the
     thread's locals go) or at interpreter exit."""
@@ -296,6 +324,7 @@ class _ThreadLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(_ThreadPerCall())
 
     def close(self) -> None:
         if not self.loop.is_closed():
@@ -315,6 +344,13 @@ def _close_main_thread_loop() -> None:
 
 
 atexit.register(_close_main_thread_loop)
+
+
+def on_own_loop() -> bool:
+    """Whether this runs on the calling thread's own loop: a sync call, whose
+    caller waits for it anyway, as smtplib's caller would."""
+    holder: _ThreadLoop | None = getattr(_thread_loops, "holder", None)
+    return holder is not None and holder.loop.is_running()
 
 
 def can_run_here() -> bool:

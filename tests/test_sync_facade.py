@@ -260,11 +260,16 @@ def test_ctrl_c_cancels_the_call_and_closes_the_connection() -> None:
 
 
 @pytest.mark.subprocess
-def test_a_plain_script_runs_in_its_own_thread(smtpd: AiosmtpdServer) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_plain_script_runs_in_its_own_thread(
+    smtpd: AiosmtpdServer, host: str
+) -> None:
     # No loop runs in the calling thread: each call runs there, on the
-    # thread's own loop; no portal thread is started.  (The worker thread that
-    # looks up the EHLO name once may still be on its way out when the loop
-    # has closed: it is waited for; a portal thread would never end.)
+    # thread's own loop; no portal thread is started, and no thread is left
+    # behind, as with smtplib: the EHLO name is looked up in the calling
+    # thread, and a host name in a thread of its own, which may still be on
+    # its way out when the call returns (it is waited for; a pool's idle
+    # thread, or a portal thread, would never end).
     output = run_python(
         """
         import sys, threading
@@ -277,7 +282,7 @@ def test_a_plain_script_runs_in_its_own_thread(smtpd: AiosmtpdServer) -> None:
                 thread.join(5)
         print(sorted(thread.name for thread in threading.enumerate()))
         """,
-        smtpd.host,
+        host,
         str(smtpd.port),
     )
     assert output.strip() == "['MainThread']"
