@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeAlias
 
 import anyio
 import anyio.lowlevel
@@ -432,7 +432,7 @@ class AsyncSMTP:
         state = "connected" if self.is_connected else "not connected"
         return f"<{type(self).__name__} {self._host or self._socket_path!r} {state}>"
 
-    async def __aenter__(self) -> AsyncSMTP:
+    async def __aenter__(self) -> Self:
         """Connect (unless connected already), as the sync constructor does.
 
         :raises SMTPConnectError: the server's greeting was not 220 (the

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Install what `make interop` needs: Postfix and Cyrus SASL (Debian packages),
-# and a private copy of Exim unpacked under interop/.cache (never installed as a
-# package: exim4-daemon-light and postfix conflict).
+# Install what `make interop` needs: Postfix, Cyrus SASL and Dovecot's LMTP
+# server (Debian packages), and a private copy of Exim unpacked under
+# interop/.cache (never installed as a package: exim4-daemon-light and postfix
+# conflict).
 #
 # Exit status: 0 when everything is there (installed now or before), 77 when
 # this machine cannot install it (not root, or no apt-get: `make interop` is
@@ -9,8 +10,11 @@
 #
 # The system's mail setup is left alone: Postfix is installed with debconf's
 # "No configuration" (no main.cf, nothing listening), nothing under /etc/postfix
-# or /etc/exim4 is written, and no service is started.  The servers the tests
-# use run from private configurations (see interop/servers.py).
+# or /etc/exim4 is written, and no service is started.  Dovecot's units are
+# masked before its packages go in and its init script refused by policy-rc.d,
+# so the packages neither start nor enable the system's Dovecot; /etc/dovecot
+# holds only what the packages install.  The servers the tests use run from
+# private configurations (see interop/servers.py).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +22,9 @@ cache=${ANYSMTP_INTEROP_CACHE:-$here/.cache}
 exim_root=$cache/exim
 sasl_plugins=/usr/lib/$(uname -m)-linux-gnu/sasl2
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# A policy-rc.d this script put in place for the Dovecot install (removed on exit).
+own_policy=""
+trap 'rm -f "$log" $own_policy' EXIT
 say() { echo "interop: $*"; }
 
 # apt's and dpkg's chatter goes to a log, shown only when a step fails.
@@ -31,7 +37,8 @@ quietly() {
 skip() {
     say "skipped: $1." >&2
     say "the interop tests need root and apt-get (Debian or Ubuntu) to install" >&2
-    say "postfix, sasl2-bin, libsasl2-modules and a private exim4-daemon-light." >&2
+    say "postfix, sasl2-bin, libsasl2-modules, dovecot-core, dovecot-lmtpd and" >&2
+    say "a private exim4-daemon-light." >&2
     exit 77
 }
 
@@ -41,10 +48,10 @@ fail() {
 }
 
 if [ "$(id -u)" != "0" ]; then
-    skip "this is not root, so Postfix and Exim cannot be installed or started"
+    skip "this is not root, so Postfix, Exim and Dovecot cannot be installed or started"
 fi
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
-    skip "there is no apt-get/dpkg-deb to install Postfix and Exim with"
+    skip "there is no apt-get/dpkg-deb to install Postfix, Exim and Dovecot with"
 fi
 
 export DEBIAN_FRONTEND=noninteractive
@@ -92,6 +99,53 @@ for plugin in libplain.so liblogin.so libcrammd5.so libsasldb.so; do
 done
 getent passwd postfix >/dev/null || fail "the postfix package made no postfix user"
 getent group postdrop >/dev/null || fail "the postfix package made no postdrop group"
+
+# -- Dovecot's LMTP server ----------------------------------------------------
+missing=""
+for package in dovecot-core dovecot-lmtpd; do
+    installed "$package" || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    apt_update
+    # What `systemctl mask` does (it needs no running systemd this way): the
+    # postinst's "enable" and "start" come to nothing, now and at boot.  Only
+    # where the units are neither masked nor overridden already; the masks stay.
+    for unit in dovecot.service dovecot.socket; do
+        if ! [ -e "/etc/systemd/system/$unit" ] && ! [ -L "/etc/systemd/system/$unit" ]; then
+            mkdir -p /etc/systemd/system \
+                && ln -s /dev/null "/etc/systemd/system/$unit" \
+                || fail "could not mask $unit"
+        fi
+    done
+    # The postinst's invoke-rc.d asks policy-rc.d first: 101 is "not allowed".
+    # Only while installing, and only where the machine has no policy of its own.
+    if ! [ -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# anysmtp interop/install.sh: no service starts.\nexit 101\n' \
+            >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
+            || fail "could not write /usr/sbin/policy-rc.d"
+        own_policy=/usr/sbin/policy-rc.d
+    fi
+    say "apt-get install$missing"
+    # shellcheck disable=SC2086
+    quietly apt-get install -y --no-install-recommends $missing \
+        || fail "apt-get install$missing"
+    if [ -n "$own_policy" ]; then
+        rm -f "$own_policy"
+        own_policy=""
+    fi
+    # The postinst's update-rc.d linked the init script into the runlevels:
+    # where no systemd runs, those links would start it at boot, so they are
+    # turned into "stop" links (under systemd the masked unit of the same name
+    # wins over the init script).
+    if [ -x /etc/init.d/dovecot ] && ! [ -d /run/systemd/system ]; then
+        quietly update-rc.d dovecot disable || fail "update-rc.d dovecot disable"
+    fi
+fi
+for program in /usr/sbin/dovecot /usr/bin/doveconf /usr/lib/dovecot/lmtp; do
+    [ -x "$program" ] || fail "$program is missing after installing the packages"
+done
+getent passwd dovecot >/dev/null || fail "the dovecot-core package made no dovecot user"
+getent passwd dovenull >/dev/null || fail "the dovecot-core package made no dovenull user"
 
 # -- Exim, unpacked privately -------------------------------------------------
 exim_ok() {
@@ -150,4 +204,5 @@ fi
 
 say "ready: Postfix $(postconf -dh mail_version)," \
     "Exim $(cat "$exim_root/VERSION") (in $exim_root)," \
+    "Dovecot $(dovecot --version | cut -d' ' -f1)," \
     "Cyrus SASL $(dpkg-query -W -f='${Version}' libsasl2-modules)"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# make interop: install Postfix, Cyrus SASL and a private Exim (root only),
+# make interop: install Postfix, Cyrus SASL, Dovecot (LMTP) and a private Exim (root only),
 # then run tests/interop against private instances of them.
 #
 # Usage: sh interop/run.sh PYTHON [PYTEST ARGUMENTS...]

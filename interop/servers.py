@@ -1,13 +1,15 @@
-"""Private Postfix and Exim instances on loopback, each with its own
-configuration, spool, mailboxes and log under one temporary directory.
+"""Private Postfix, Exim and Dovecot (LMTP) instances on loopback, each with its
+own configuration, spool, mailboxes and log under one temporary directory.
 
 Nothing of the system's mail setup is used or written: Postfix runs with
 ``postfix -c <private config directory>`` (its own main.cf, master.cf, queue,
 data directory, SASL database and ports; only the package's own files under
 /etc/postfix, such as postfix-files, are read), Exim from the private copy
-``interop/install.sh`` unpacked, with ``-C <private configuration>``.  Both
-need root (Postfix's master and Exim's trusted configuration), which
-``make interop`` checks first.
+``interop/install.sh`` unpacked, with ``-C <private configuration>``, Dovecot
+with ``dovecot -F -c <private dovecot.conf>`` (its own base, state and log
+directories, users and port; nothing under /etc/dovecot is read).  All three
+need root (Postfix's master, Exim's trusted configuration, Dovecot's
+per-user delivery), which ``make interop`` checks first.
 
 ``python -m interop.servers`` starts them, prints the endpoints and waits for
 Ctrl-C: handy to try a client by hand.
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +49,11 @@ __all__ = [
     "Endpoint",
     "EndpointSpec",
     "InteropServers",
+    "LMTP_EXTENSIONS",
+    "LMTP_MAILBOXES",
+    "LmtpEndpoint",
+    "MailServer",
+    "OVER_QUOTA",
     "ServerError",
     "split_trace_headers",
 ]
@@ -60,8 +68,15 @@ POSTCONF: Final = "/usr/sbin/postconf"
 SASLPASSWD2: Final = "/usr/sbin/saslpasswd2"
 #: The user Debian's Exim is built to run as (install.sh makes it).
 EXIM_USER: Final = "Debian-exim"
-#: Postfix's virtual(8) delivers as this user (it must not be root or postfix).
+#: Postfix's virtual(8) delivers as this user (it must not be root or postfix);
+#: Dovecot's LMTP too, and the users' homes are this user's.
 MAILBOX_USER: Final = "nobody"
+DOVECOT: Final = "/usr/sbin/dovecot"
+DOVECONF: Final = "/usr/bin/doveconf"
+#: The package's users (made by dovecot-core's postinst): Dovecot's internal
+#: processes and its (unused here) login processes run as them.
+DOVECOT_USER: Final = "dovecot"
+DOVECOT_LOGIN_USER: Final = "dovenull"
 
 DOMAIN: Final = "interop.test"
 #: The account that logs in, on both servers; also a mailbox.
@@ -80,6 +95,21 @@ REFUSED_SENDER: Final = f"refused-sender@{DOMAIN}"
 UNKNOWN_RECIPIENT: Final = f"nobody-here@{DOMAIN}"
 #: The SIZE limit of every server: 10 MiB, so that a 9 MiB message fits.
 SIZE_LIMIT: Final = 10 * 1024 * 1024
+#: Dovecot's user whose quota (one byte) no message fits: its delivery fails
+#: after the data (552 5.2.2), while the others' succeed.
+OVER_QUOTA: Final = f"full@{DOMAIN}"
+#: The users Dovecot's LMTP delivers to, and their Maildirs under its homes
+#: (Dovecot's LMTP offers no SMTPUTF8: no UTF-8 local part).
+LMTP_MAILBOXES: Final = {
+    f"alice@{DOMAIN}": "alice/Maildir",
+    f"bob@{DOMAIN}": "bob/Maildir",
+    f"carol@{DOMAIN}": "carol/Maildir",
+    OVER_QUOTA: "full/Maildir",
+}
+#: What Dovecot's LMTP server advertises in reply to LHLO (2.3.19).
+LMTP_EXTENSIONS: Final = frozenset(
+    {"PIPELINING", "CHUNKING", "8BITMIME", "ENHANCEDSTATUSCODES"}
+)
 
 Server = Literal["postfix", "exim"]
 TLSMode = Literal["starttls", "implicit", "none"]
@@ -160,26 +190,25 @@ class ServerError(RuntimeError):
     """A server could not be configured or started (with its log's tail)."""
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """A running port: its spec, address and where its server delivers."""
+@dataclass(frozen=True, kw_only=True)
+class MailServer:
+    """Where a running server delivers and what it logs (the same for all the
+    ports of one server): the base of :class:`Endpoint` and :class:`LmtpEndpoint`."""
 
-    spec: EndpointSpec
-    host: str
-    port: int
     #: The Maildir folders' parent directory.
     mail_dir: Path
-    #: The server's log (Postfix's maillog, Exim's mainlog).
+    #: The server's log (Postfix's maillog, Exim's mainlog, Dovecot's log).
     log_file: Path
-    #: The private CA's certificate (PEM), which signed the server's.
-    ca_file: Path
+    #: Each delivered address's Maildir, relative to :attr:`mail_dir`.
+    mailboxes: Mapping[str, str] = field(default_factory=lambda: MAILBOXES)
     #: Messages already returned by :meth:`delivered` (shared by the ports of
     #: one server, which deliver to the same mailboxes).
     claimed: set[Path] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        """The name in error messages."""
+        raise NotImplementedError
 
     def log_size(self) -> int:
         """The log's current length: pass it to :meth:`log_since` later."""
@@ -219,7 +248,7 @@ class Endpoint:
 
     def mailbox(self, address: str) -> Path:
         """The Maildir where ``address``'s mail is delivered."""
-        return self.mail_dir / MAILBOXES[address]
+        return self.mail_dir / self.mailboxes[address]
 
     def delivered(self, address: str, marker: bytes, timeout: float = 30.0) -> bytes:
         """The delivered message to ``address`` that contains ``marker``,
@@ -260,7 +289,36 @@ class Endpoint:
         )
 
 
-#: Header fields that Postfix and Exim add on delivery.
+@dataclass(frozen=True, kw_only=True)
+class Endpoint(MailServer):
+    """A running SMTP port: its spec, address and where its server delivers."""
+
+    spec: EndpointSpec
+    host: str
+    port: int
+    #: The private CA's certificate (PEM), which signed the server's.
+    ca_file: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class LmtpEndpoint(MailServer):
+    """The running LMTP server (Dovecot): a loopback port and a Unix socket,
+    both delivering to :data:`LMTP_MAILBOXES`.  No TLS, no AUTH."""
+
+    host: str
+    port: int
+    socket_path: Path
+
+    @property
+    def name(self) -> str:
+        return "dovecot-lmtp"
+
+
+#: Header fields that Postfix, Exim and Dovecot add on delivery.
 TRACE_HEADERS: Final = frozenset(
     {
         "return-path",
@@ -627,13 +685,13 @@ class _Postfix:
         assert self.tls is not None
         return {
             f"postfix-{port_name}": Endpoint(
-                ENDPOINTS[f"postfix-{port_name}"],
-                "127.0.0.1",
-                port,
-                self.root / "mail",
-                self.log_file,
-                self.tls.ca_file,
-                self.claimed,
+                spec=ENDPOINTS[f"postfix-{port_name}"],
+                host="127.0.0.1",
+                port=port,
+                mail_dir=self.root / "mail",
+                log_file=self.log_file,
+                ca_file=self.tls.ca_file,
+                claimed=self.claimed,
             )
             for port_name, port in self.ports.items()
         }
@@ -813,21 +871,184 @@ class _Exim:
         assert self.tls is not None
         return {
             f"exim-{port_name}": Endpoint(
-                ENDPOINTS[f"exim-{port_name}"],
-                "127.0.0.1",
-                port,
-                self.root / "mail",
-                self.log_file,
-                self.tls.ca_file,
-                self.claimed,
+                spec=ENDPOINTS[f"exim-{port_name}"],
+                host="127.0.0.1",
+                port=port,
+                mail_dir=self.root / "mail",
+                log_file=self.log_file,
+                ca_file=self.tls.ca_file,
+                claimed=self.claimed,
             )
             for port_name, port in self.ports.items()
         }
 
 
+# -- Dovecot (LMTP) ---------------------------------------------------------------
+
+_DOVECOT_CONF: Final = """\
+# Generated by interop/servers.py: a private Dovecot that speaks only LMTP.
+# Everything it writes (sockets, state, log, mail) is under @root@.
+base_dir = @root@/run
+state_dir = @root@/state
+# Its processes are named after it (ps tells it from a system Dovecot).
+instance_name = anysmtp-interop
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+hostname = lmtp.@domain@
+postmaster_address = postmaster@@domain@
+default_internal_user = @internal_user@
+default_login_user = @login_user@
+log_path = @log_file@
+info_log_path = @log_file@
+debug_log_path = @log_file@
+log_timestamp = "%Y-%m-%d %H:%M:%S "
+# The LMTP server logs each command as it reads it ("Received new command:
+# BDAT 1234 LAST"): the tests see what reached it over the Unix socket.
+log_debug = category=smtp-server
+# Every user is the mailbox user, with a home under @root@/home.
+first_valid_uid = @mail_uid@
+last_valid_uid = @mail_uid@
+first_valid_gid = @mail_gid@
+last_valid_gid = @mail_gid@
+mail_location = maildir:~/Maildir
+# Nobody logs in (no IMAP, no POP3), but Dovecot's auth service wants a passdb.
+passdb {
+  driver = passwd-file
+  args = @root@/users
+}
+userdb {
+  driver = passwd-file
+  args = @root@/users
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = @port@
+  }
+  # @root@/run/lmtp
+  unix_listener lmtp {
+    mode = 0600
+    user = root
+  }
+}
+# Quota is checked when the message is saved: a recipient over quota is
+# refused in the replies to the end of the data (one per recipient, RFC
+# 2033), not at RCPT.
+lmtp_rcpt_check_quota = no
+protocol lmtp {
+  mail_plugins = $mail_plugins quota
+}
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+}
+"""
+
+
+class _Dovecot:
+    """One private Dovecot with an LMTP listener on loopback and a Unix socket."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_ports(1)[0]
+        self.config = root / "dovecot.conf"
+        self.log_file = root / "log" / "dovecot.log"
+        self.socket_path = root / "run" / "lmtp"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.claimed: set[Path] = set()
+
+    def configure(self) -> None:
+        for program in (DOVECOT, DOVECONF):
+            if not Path(program).exists():
+                raise ServerError(f"{program} is missing: run interop/install.sh")
+        root = self.root
+        root.mkdir(parents=True)
+        root.chmod(0o755)
+        (root / "log").mkdir(mode=0o755)
+        mailbox_user = pwd.getpwnam(MAILBOX_USER)
+        uid, gid = mailbox_user.pw_uid, mailbox_user.pw_gid
+        # Dovecot makes each home and Maildir, as the mailbox user, on the first
+        # delivery.
+        (root / "home").mkdir(mode=0o700)
+        os.chown(root / "home", uid, gid)
+        # passwd-file: user:password:uid:gid:gecos:home:shell:extra fields.  No
+        # password: nobody can log in.  A one-byte quota: nothing fits.
+        _write(
+            root / "users",
+            "".join(
+                f"{address}::{uid}:{gid}::{root / 'home' / box.split('/')[0]}::"
+                + ("userdb_quota_rule=*:storage=1B" if address == OVER_QUOTA else "")
+                + "\n"
+                for address, box in LMTP_MAILBOXES.items()
+            ),
+        )
+        _write(
+            self.config,
+            _fill(
+                _DOVECOT_CONF,
+                root=root,
+                domain=DOMAIN,
+                internal_user=DOVECOT_USER,
+                login_user=DOVECOT_LOGIN_USER,
+                log_file=self.log_file,
+                mail_uid=uid,
+                mail_gid=gid,
+                port=self.port,
+            ),
+        )
+        _run(DOVECONF, "-c", self.config, "-n")  # fails on a syntax error
+
+    def start(self) -> None:
+        # -F: in the foreground (a child we can stop).
+        with (self.root / "log" / "stderr").open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        deadline = time.monotonic() + 30
+        listening = _wait_for_greeting(self.port, 30, self.process)
+        while listening and not self.socket_path.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                listening = False
+            time.sleep(0.05)
+        if not listening:
+            raise ServerError(
+                f"Dovecot does not listen on 127.0.0.1:{self.port} and "
+                f"{self.socket_path}:\n{_tail(self.root / 'log' / 'stderr')}\n"
+                f"{_tail(self.log_file)}"
+            )
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        # The master stops its children before it exits.
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def endpoint(self) -> LmtpEndpoint:
+        return LmtpEndpoint(
+            host="127.0.0.1",
+            port=self.port,
+            socket_path=self.socket_path,
+            mail_dir=self.root / "home",
+            log_file=self.log_file,
+            mailboxes=LMTP_MAILBOXES,
+            claimed=self.claimed,
+        )
+
+
 @dataclass
 class InteropServers:
-    """Postfix and Exim, configured and running until the ``with`` block ends.
+    """Postfix, Exim and Dovecot, configured and running until the ``with``
+    block ends.
 
     :param keep: leave the temporary directory (configurations, mailboxes,
         logs) in place after stopping, for a look after a failure.
@@ -836,13 +1057,25 @@ class InteropServers:
     keep: bool = False
     directory: Path = field(init=False)
     endpoints: dict[str, Endpoint] = field(init=False, default_factory=dict)
+    _lmtp: LmtpEndpoint | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
-        # Postfix's and Exim's unprivileged processes must traverse it.
+        # The servers' unprivileged processes must traverse it.
         self.directory = Path(tempfile.mkdtemp(prefix="anysmtp-interop-"))
         self.directory.chmod(0o755)
         self._postfix = _Postfix(self.directory / "postfix")
         self._exim = _Exim(self.directory / "exim")
+        self._dovecot = _Dovecot(self.directory / "dovecot")
+
+    @property
+    def lmtp(self) -> LmtpEndpoint:
+        """Dovecot's LMTP server.
+
+        :raises ServerError: the servers are not running.
+        """
+        if self._lmtp is None:
+            raise ServerError("the interop servers are not running")
+        return self._lmtp
 
     def start(self) -> InteropServers:
         if os.geteuid() != 0:
@@ -852,12 +1085,17 @@ class InteropServers:
                 server.configure()
                 server.start()
                 self.endpoints.update(server.endpoints())
+            self._dovecot.configure()
+            self._dovecot.start()
+            self._lmtp = self._dovecot.endpoint()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        self._lmtp = None
+        self._dovecot.stop()
         self._exim.stop()
         self._postfix.stop()
         if not self.keep:
@@ -878,7 +1116,12 @@ class InteropServers:
         """The servers' versions, as they report them."""
         postfix = _run(POSTCONF, "-c", self._postfix.conf, "-h", "mail_version")
         exim = _run(EXIM_BINARY, "-C", self._exim.config, "-bV").splitlines()[0]
-        return {"postfix": postfix.strip(), "exim": exim.strip()}
+        dovecot = _run(DOVECOT, "--version")
+        return {
+            "postfix": postfix.strip(),
+            "exim": exim.strip(),
+            "dovecot": dovecot.strip(),
+        }
 
 
 def _main() -> None:
@@ -892,6 +1135,8 @@ def _main() -> None:
                 f"tls={endpoint.spec.tls} auth={','.join(endpoint.spec.auth) or '-'} "
                 f"ca={endpoint.ca_file}"
             )
+        lmtp = servers.lmtp
+        print(f"{lmtp.name}: {lmtp.host}:{lmtp.port} and {lmtp.socket_path}")
         print(f"login: {ACCOUNT} / {PASSWORD}")
         print("Ctrl-C (or SIGTERM) stops them.")
         signal.signal(signal.SIGTERM, signal.default_int_handler)

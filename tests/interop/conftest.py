@@ -1,4 +1,5 @@
-"""The interop tests: anysmtp against private Postfix and Exim servers.
+"""The interop tests: anysmtp against private Postfix, Exim and Dovecot (LMTP)
+servers.
 
 They run only under ``make interop``, which installs the servers and sets
 ``ANYSMTP_INTEROP=1``; anywhere else they are collected and skipped with the
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from interop.servers import Endpoint, InteropServers
+from interop.servers import Endpoint, InteropServers, LmtpEndpoint
 from tests.interop.helpers import (
     SKIP_REASON,
     interop_enabled,
@@ -52,7 +53,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def interop_servers() -> Iterator[InteropServers]:
-    """Postfix and Exim, running for the whole session."""
+    """Postfix, Exim and Dovecot, running for the whole session."""
     keep = os.environ.get(KEEP_VARIABLE) == "1"
     with InteropServers(keep=keep) as servers:
         if keep:
@@ -67,6 +68,12 @@ def endpoint(
     """The running port named by the test's parameter (see ``helpers.endpoints``)."""
     name: str = request.param
     return interop_servers.endpoints[name]
+
+
+@pytest.fixture
+def lmtp(interop_servers: InteropServers) -> LmtpEndpoint:
+    """Dovecot's LMTP server: its loopback port and Unix socket."""
+    return interop_servers.lmtp
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import email.generator
 import email.message
 import io
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 import anysmtp
+from interop.proxy import Session
 from interop.servers import (
     ACCOUNT,
     DOMAIN,
@@ -28,13 +30,15 @@ from interop.servers import (
     PASSWORD,
     Endpoint,
     EndpointSpec,
+    LmtpEndpoint,
     split_trace_headers,
 )
 
 #: Set by `make interop` once the servers are installed.
 ENABLE_VARIABLE = "ANYSMTP_INTEROP"
 SKIP_REASON = (
-    "interop: needs the private Postfix and Exim servers: run `make interop` "
+    "interop: needs the private Postfix, Exim and Dovecot servers: run "
+    "`make interop` "
     "(as root on Debian; it installs them and sets ANYSMTP_INTEROP=1)"
 )
 
@@ -286,3 +290,162 @@ def message_marker(path: Path) -> str:
     match = re.search(rb"^X-Interop-Case: (\S+)\r$", head, re.M)
     assert match is not None
     return match.group(1).decode("ascii")
+
+
+# -- LMTP (Dovecot) ---------------------------------------------------------------
+
+ALICE = f"alice@{DOMAIN}"
+
+
+@contextlib.asynccontextmanager
+async def async_lmtp_client(
+    lmtp: LmtpEndpoint, *, port: int = 0, unix: bool = False, **options: Any
+) -> AsyncIterator[anysmtp.AsyncLMTP]:
+    """A connected AsyncLMTP: to Dovecot's loopback port (or ``port``, a
+    proxy's), or to its Unix socket with ``unix``; ``options`` go to the
+    constructor (``pipelining``, ``chunking``)."""
+    where: dict[str, Any] = (
+        {"socket_path": str(lmtp.socket_path)}
+        if unix
+        else {"hostname": lmtp.host, "port": port or lmtp.port}
+    )
+    client = anysmtp.AsyncLMTP(timeout=TIMEOUT, **where, **options)
+    # Not ``as client``: __aenter__ is typed as AsyncSMTP's.
+    async with client:
+        yield client
+
+
+@contextlib.contextmanager
+def sync_lmtp_client(
+    lmtp: LmtpEndpoint, *, port: int = 0, unix: bool = False
+) -> Iterator[anysmtp.LMTP]:
+    """A connected sync LMTP, made the smtplib way: ``LMTP(host, port)``, or
+    ``LMTP(socket path)``."""
+    client = (
+        anysmtp.LMTP(str(lmtp.socket_path), timeout=TIMEOUT)
+        if unix
+        else anysmtp.LMTP(lmtp.host, port or lmtp.port, timeout=TIMEOUT)
+    )
+    with client:
+        yield client
+
+
+_BDAT_LINE = re.compile(rb"BDAT\s+(\d+)(\s+LAST)?\s*$", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class LmtpExchange:
+    """One client command on an LMTP session and every final reply to it: one,
+    except for the end of the data (DATA's 354, then one per accepted
+    recipient; ``BDAT LAST``'s one per accepted recipient, RFC 2033).
+
+    ``sent_at`` and the replies' positions index :attr:`Session.events`, so
+    comparing them tells what the client had seen when it sent a command (see
+    :mod:`interop.proxy`)."""
+
+    line: bytes
+    #: The event that completed the command line.
+    sent_at: int
+    #: ``(code, event)`` of each final reply, in order.
+    replies: tuple[tuple[int, int], ...]
+    #: What followed the line: DATA's content up to the final dot (dot-stuffed,
+    #: as sent), a BDAT chunk's octets.  Left out of the repr: assertion
+    #: messages list exchanges, and a chunk is 256 KiB.
+    content: bytes = dataclasses.field(default=b"", repr=False)
+
+    @property
+    def verb(self) -> str:
+        word = self.line.split(b" ", 1)[0].split(b":", 1)[0]
+        return word.decode("ascii", "replace").upper()
+
+    @property
+    def codes(self) -> list[int]:
+        return [code for code, _ in self.replies]
+
+    @property
+    def first_reply_at(self) -> int:
+        assert self.replies, f"no reply to {self.line!r}"
+        return self.replies[0][1]
+
+    @property
+    def last_reply_at(self) -> int:
+        assert self.replies, f"no reply to {self.line!r}"
+        return self.replies[-1][1]
+
+    @property
+    def is_last_chunk(self) -> bool:
+        match = _BDAT_LINE.match(self.line)
+        return match is not None and match.group(2) is not None
+
+
+def _final_replies(session: Session) -> list[tuple[int, int]]:
+    """The server's replies: ``(code, the event that completed it)``, the
+    greeting first."""
+    replies: list[tuple[int, int]] = []
+    buffer = b""
+    for index, (side, chunk) in enumerate(session.events):
+        if side != "server":
+            continue
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\r\n")
+        for line in lines:
+            if line[3:4] != b"-":  # the last line of a reply
+                replies.append((int(line[:3]) if line[:3].isdigit() else 0, index))
+    return replies
+
+
+def lmtp_exchanges(session: Session) -> list[LmtpExchange]:
+    """The client's commands on a cleartext LMTP session with their replies, in
+    order (:meth:`Session.exchanges` expects one reply to the end of the data:
+    LMTP gives one per accepted recipient)."""
+    replies = iter(_final_replies(session)[1:])  # after the greeting
+    client = bytearray()
+    chunk_ends: list[tuple[int, int]] = []
+    for index, (side, chunk) in enumerate(session.events):
+        if side == "client":
+            client += chunk
+            chunk_ends.append((len(client), index))
+
+    def event_at(offset: int) -> int:
+        return next(index for end, index in chunk_ends if end >= offset)
+
+    def take(count: int) -> list[tuple[int, int]]:
+        return [reply for _, reply in zip(range(count), replies, strict=False)]
+
+    exchanges: list[LmtpExchange] = []
+    accepted = 0  # recipients accepted in the open transaction
+    in_transaction = False
+    position = 0
+    while (end := client.find(b"\r\n", position)) >= 0:
+        line = bytes(client[position:end])
+        position = end + 2
+        sent_at = event_at(position)
+        verb = line.split(b" ", 1)[0].split(b":", 1)[0].upper()
+        taken = take(1)
+        code = taken[0][0] if taken else None
+        content = b""
+        if verb == b"DATA" and code == 354:
+            final = client.find(b"\r\n.\r\n", position - 2)
+            if final < 0:  # cut off inside the content
+                exchanges.append(LmtpExchange(line, sent_at, tuple(taken)))
+                break
+            content = bytes(client[position : final + 2])
+            position = final + 5
+            taken += take(max(accepted, 1))
+            in_transaction = False
+        elif (match := _BDAT_LINE.match(line)) is not None:
+            size = int(match.group(1))
+            content = bytes(client[position : position + size])
+            position += size
+            if match.group(2) is not None:
+                taken += take(max(accepted, 1) - 1)
+                in_transaction = False
+        elif verb == b"MAIL":
+            in_transaction, accepted = code == 250, 0
+        elif verb == b"RCPT":
+            if in_transaction and code in (250, 251):
+                accepted += 1
+        else:  # RSET, LHLO, NOOP... end any transaction
+            in_transaction = False
+        exchanges.append(LmtpExchange(line, sent_at, tuple(taken), content))
+    return exchanges
