@@ -424,6 +424,18 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server run in the foreground: SIGTERM, then SIGKILL after 15 s."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _wait_for_greeting(
     port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
 ) -> bool:
@@ -857,14 +869,7 @@ class _Exim:
                 )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _terminate(self.process)
         self.process = None
 
     def endpoints(self) -> dict[str, Endpoint]:
@@ -1022,15 +1027,8 @@ class _Dovecot:
             )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
         # The master stops its children before it exits.
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _terminate(self.process)
         self.process = None
 
     def endpoint(self) -> LmtpEndpoint:
