@@ -193,17 +193,6 @@ def _binary_body(
     )
 
 
-def _bdat_payload(data: bytes | None, binary: bool) -> bytes | None:
-    """The whole BDAT payload of an in-memory message small enough for one
-    chunk, or ``None``."""
-    if data is None or len(data) > CHUNK_SIZE:
-        return None
-    if binary:
-        return data
-    encoder = DataEncoder(stuff_dots=False)
-    return encoder.encode(data) + encoder.finish()
-
-
 def _size_limit(parameter: str) -> int:
     """The SIZE extension's limit in bytes; 0 when none is announced."""
     try:
@@ -298,8 +287,8 @@ class AsyncSMTP:
         offers PIPELINING (RFC 2920) and no smtplib hook is overridden.
     :param chunking: send messages with BDAT instead of DATA when the server
         offers CHUNKING (RFC 3030) and no smtplib hook is overridden: no
-        dot-stuffing, and with PIPELINING a small message goes in the same write
-        as its envelope.  ``False`` always uses DATA.
+        dot-stuffing, and BINARYMIME where the message needs it.  ``False``
+        always uses DATA.
     :raises ValueError: conflicting options.
     """
 
@@ -308,9 +297,6 @@ class AsyncSMTP:
     #: Chunks awaiting their replies in a pipelined BDAT upload: enough to keep
     #: a long path busy, few enough that a refusal wastes little.
     _bdat_window: ClassVar[int] = 4
-    #: Whether a message that fits in one chunk goes as ``BDAT n LAST`` in the
-    #: envelope's flight (an SMTP server answers it once, refused or not).
-    _bdat_with_envelope: ClassVar[bool] = True
 
     debuglevel: int
     helo_resp: bytes | None
@@ -1628,23 +1614,14 @@ class AsyncSMTP:
         """MAIL, every RCPT and DATA in one write (RFC 2920), the replies read in
         order, with exactly the sequential path's results and exceptions.
 
-        With BDAT, a message that fits in one chunk goes in the same write (as
-        ``BDAT n LAST``); a larger one follows the envelope's replies."""
+        With BDAT, the message follows the envelope's replies, and only when a
+        recipient was accepted: a server that refuses a chunk sent blind (no
+        valid recipient) may go on to read its octets as commands (Dovecot's
+        does), and LMTP answers it with no reply at all (RFC 2033 section 4.3).
+        """
         self._accepted_recipients = []
         self._data_refusals = {}
-        if not chunking:
-            await self.send(envelope + b"data\r\n")
-        else:
-            payload = (
-                _bdat_payload(body.data, binary) if self._bdat_with_envelope else None
-            )
-            if payload is None:
-                await self.send(envelope)
-            else:
-                await self.send(
-                    b"%bBDAT %d LAST\r\n%b" % (envelope, len(payload), payload)
-                )
-                self._final_reply_pending = True
+        await self.send(envelope if chunking else envelope + b"data\r\n")
         self._mail_transactions += 1
         code, resp = self._arrived_reply() or await self.getreply()
         if code == 421:
@@ -1670,7 +1647,6 @@ class AsyncSMTP:
             return await self._finish_chunked(
                 body,
                 binary,
-                payload is not None,
                 senderrs,
                 sender_refused or len(senderrs) == len(recipients),
             )
@@ -1697,29 +1673,20 @@ class AsyncSMTP:
         self,
         body: MessageBody,
         binary: bool,
-        sent: bool,
         senderrs: SendErrors,
         refused: SMTPSenderRefused | bool,
     ) -> SendErrors:
-        """The pipelined BDAT transaction after the envelope's replies: the
-        reply to the ``BDAT LAST`` already sent, or the chunks to send.
+        """The pipelined BDAT transaction after the envelope's replies: RSET
+        when it never started, else the chunks.
 
         :param refused: the sender's refusal, or whether every recipient was
             refused."""
-        if sent:
-            # Refused (and discarded) when the transaction never started.
-            reply = await self._bdat_reply()
-            if not refused:
-                reply = await self._final_reply(reply)
-                self._last_data_response = reply
-            self._final_reply_pending = False
         if refused:
             await self._rset()
             if isinstance(refused, SMTPSenderRefused):
                 raise refused
             raise SMTPRecipientsRefused(senderrs)
-        if not sent:
-            reply = await self._bdat(body, binary, window=self._bdat_window)
+        reply = await self._bdat(body, binary, window=self._bdat_window)
         return await self._finish_transaction(reply[0], reply[1], senderrs)
 
     async def _bdat(
@@ -2015,9 +1982,6 @@ class AsyncLMTP(AsyncSMTP):
     #: One chunk at a time: RFC 2033 does not say how many replies a pipelined
     #: ``BDAT LAST`` gets after a refused chunk, so it only follows accepted ones.
     _bdat_window: ClassVar[int] = 1
-    #: BDAT LAST waits for the envelope's replies: after no accepted recipient
-    #: it gets no reply at all (RFC 2033 section 4.3).
-    _bdat_with_envelope: ClassVar[bool] = False
 
     #: ``(recipient, reply)`` for each accepted recipient of the last message,
     #: in order, kept as each reply is read.

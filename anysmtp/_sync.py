@@ -62,8 +62,6 @@ class SMTP(SyncClient):
 
     _bdat_window: ClassVar[int] = 4
 
-    _bdat_with_envelope: ClassVar[bool] = True
-
     @property
     def debuglevel(self) -> int:
         try:
@@ -672,8 +670,6 @@ class LMTP(SyncLMTPInit, SMTP):
     ehlo_msg: ClassVar[str] = "lhlo"
 
     _bdat_window: ClassVar[int] = 1
-
-    _bdat_with_envelope: ClassVar[bool] = False
 
     @property
     def lmtp_data_replies(self) -> list[tuple[str, SMTPResponse]]:

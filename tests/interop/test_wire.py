@@ -69,11 +69,21 @@ def transaction(session: Session) -> list[Exchange]:
 
 
 def check_pipelined(session: Session) -> None:
-    """RCPTs and the first DATA/BDAT left before the reply to MAIL came back."""
+    """RCPTs and DATA left before the reply to MAIL came back; BDAT only after
+    the last RCPT's reply (a chunk sent blind, with no accepted recipient, may
+    be read as commands by a server that refuses it)."""
     mail, *rest = transaction(session)
     assert mail.replied_at is not None
     batch = [each for each in rest if each.verb == "RCPT"]
-    batch.append(next(each for each in rest if each.verb in ("DATA", "BDAT")))
+    last_rcpt = batch[-1]
+    end = next(each for each in rest if each.verb in ("DATA", "BDAT"))
+    if end.verb == "DATA":
+        batch.append(end)
+    else:
+        assert last_rcpt.replied_at is not None
+        assert end.sent_at >= last_rcpt.replied_at, (
+            f"BDAT went before the reply to the last RCPT: {session.exchanges()}"
+        )
     for each in batch:
         assert each.sent_at < mail.replied_at, (
             f"{each.line!r} waited for the reply to MAIL: {session.exchanges()}"
