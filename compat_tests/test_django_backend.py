@@ -45,7 +45,7 @@ from typing import Any, Final, Literal
 import pytest
 import trustme
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import Envelope, Session
 from django.conf import settings
 from django.core import mail
 from django.core.mail import DNS_NAME, EmailMessage, send_mail, send_mass_mail
@@ -55,6 +55,7 @@ import anysmtp
 from compat_tests.django import run_mail_tests
 from tests.servers import (
     AiosmtpdServer,
+    Authenticator,
     ReceivedMessage,
     RecordingHandler,
     ScriptedConnection,
@@ -207,31 +208,6 @@ class TLSRecordingHandler(RecordingHandler):
         assert transport is not None
         self.over_tls.append(transport.get_extra_info("ssl_object") is not None)
         return await super().handle_DATA(server, session, envelope)
-
-
-@dataclass
-class Credentials:
-    """aiosmtpd's ``authenticator=``: accepts one user name and password, and
-    records each attempt as ``(mechanism, login)``."""
-
-    user: str = "django"
-    password: str = "s3cret pass"
-    attempts: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def __call__(
-        self,
-        server: SMTPServerProtocol,
-        session: Session,
-        envelope: Envelope,
-        mechanism: str,
-        auth_data: object,
-    ) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        self.attempts.append((mechanism, auth_data.login))
-        expected = (self.user.encode(), self.password.encode())
-        # handled=False: aiosmtpd answers a failure with its own 535.
-        success = (auth_data.login, auth_data.password) == expected
-        return AuthResult(success=success, handled=False)
 
 
 @dataclass
@@ -628,7 +604,7 @@ def test_tls_verification_failure(
 def test_login(variant: Variant, private_ca: PrivateCA, mode: str) -> None:
     """``EMAIL_HOST_USER`` and ``EMAIL_HOST_PASSWORD``: the backend logs in (with
     AUTH PLAIN, the mechanism smtplib prefers among aiosmtpd's), then sends."""
-    credentials = Credentials()
+    credentials = Authenticator("django", "s3cret pass")
     # aiosmtpd counts only STARTTLS as TLS for AUTH: allow it otherwise.
     options: dict[str, Any] = {"authenticator": credentials}
     if mode != "starttls":
@@ -649,7 +625,7 @@ def test_login(variant: Variant, private_ca: PrivateCA, mode: str) -> None:
         ),
     ):
         assert send_mail("Hi", "Logged in.\n", "from@example.com", ["to@example.com"])
-    assert credentials.attempts == [("PLAIN", b"django")]
+    assert [attempt[:2] for attempt in credentials.attempts] == [("PLAIN", b"django")]
     assert [each.rcpt_tos for each in server.messages] == [["to@example.com"]]
     assert over_tls(server) == [mode != "plain"]
 
@@ -662,7 +638,7 @@ def test_wrong_password(variant: Variant, fail_silently: bool) -> None:
     After a 535 smtplib tries its next mechanism (LOGIN) and anysmtp does not:
     docs/compatibility.md, "login() tries the next mechanism after any failure".
     """
-    credentials = Credentials()
+    credentials = Authenticator("django", "s3cret pass")
     with (
         AiosmtpdServer(authenticator=credentials, auth_require_tls=False) as server,
         email_settings(
@@ -686,7 +662,9 @@ def test_wrong_password(variant: Variant, fail_silently: bool) -> None:
         assert connection.connection is None
     assert server.messages == []
     mechanisms = ["PLAIN", "LOGIN"] if variant.smtplib is smtplib else ["PLAIN"]
-    assert credentials.attempts == [(each, b"django") for each in mechanisms]
+    assert [attempt[:2] for attempt in credentials.attempts] == [
+        (each, b"django") for each in mechanisms
+    ]
 
 
 # Timeouts and failures ------------------------------------------------------------

@@ -39,10 +39,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 __all__ = [
     "INVALID_UTF8",
@@ -132,6 +132,41 @@ class RecordingHandler:
             )
         )
         return self.data_reply
+
+
+class AuthAttempt(NamedTuple):
+    """One AUTH attempt an :class:`Authenticator` saw."""
+
+    mechanism: str
+    login: bytes
+    over_tls: bool
+
+
+@dataclass
+class Authenticator:
+    """aiosmtpd's ``authenticator=``: accepts one user name and password, and
+    records every attempt."""
+
+    user: str = "test"
+    password: str = "test"
+    attempts: list[AuthAttempt] = field(default_factory=list)
+
+    def __call__(
+        self,
+        server: SMTPServerProtocol,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: object,
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        self.attempts.append(
+            AuthAttempt(mechanism, auth_data.login, session.ssl is not None)
+        )
+        expected = (self.user.encode(), self.password.encode())
+        # handled=False: aiosmtpd itself answers a failure with its own 535.
+        success = (auth_data.login, auth_data.password) == expected
+        return AuthResult(success=success, handled=False)
 
 
 def _listening_socket() -> socket.socket:

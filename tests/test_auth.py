@@ -26,14 +26,17 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from aiosmtpd.smtp import SMTP as SMTPServerProtocol
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 import anysmtp
 import anysmtp._api
 import anysmtp._client
 from tests.conftest import Certificates
-from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
+from tests.servers import (
+    AiosmtpdServer,
+    Authenticator,
+    ScriptedConnection,
+    ScriptedServer,
+)
 
 Script = Callable[[ScriptedConnection], None]
 #: The exact line the client must send, and the server's answer to it.
@@ -1183,28 +1186,6 @@ async def test_send_with_wrong_password_closes_the_connection(
 
 
 # Against aiosmtpd -----------------------------------------------------------------
-
-
-@dataclass
-class Authenticator:
-    """aiosmtpd's ``authenticator=``: accepts test/test and records attempts as
-    ``(mechanism, login, over TLS)``."""
-
-    attempts: list[tuple[str, bytes, bool]] = field(default_factory=list)
-
-    def __call__(
-        self,
-        server: SMTPServerProtocol,
-        session: Session,
-        envelope: Envelope,
-        mechanism: str,
-        auth_data: object,
-    ) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        self.attempts.append((mechanism, auth_data.login, session.ssl is not None))
-        success = (auth_data.login, auth_data.password) == (b"test", b"test")
-        # handled=False: aiosmtpd itself answers a failure with 535.
-        return AuthResult(success=success, handled=False)
 
 
 @dataclass

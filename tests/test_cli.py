@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import Envelope, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -37,6 +37,7 @@ import anysmtp
 from tests.conftest import Certificates
 from tests.servers import (
     AiosmtpdServer,
+    Authenticator,
     RecordingHandler,
     ScriptedConnection,
     ScriptedServer,
@@ -165,33 +166,11 @@ def take_message(
 # Authentication servers -------------------------------------------------------------
 
 
-@dataclass
-class Authenticator:
-    """Accepts USER/PASSWORD; records ``(mechanism, login)``."""
-
-    attempts: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def __call__(
-        self,
-        server: SMTPServerProtocol,
-        session: Session,
-        envelope: Envelope,
-        mechanism: str,
-        auth_data: object,
-    ) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        self.attempts.append((mechanism, auth_data.login))
-        success = auth_data.login == USER.encode() and (
-            auth_data.password == PASSWORD.encode()
-        )
-        return AuthResult(success=success, handled=False)
-
-
 @pytest.fixture
 def auth_server() -> Iterator[AiosmtpdServer]:
     """AUTH LOGIN PLAIN in plain text."""
     with AiosmtpdServer(
-        authenticator=Authenticator(), auth_require_tls=False
+        authenticator=Authenticator(USER, PASSWORD), auth_require_tls=False
     ) as server:
         yield server
 
@@ -464,12 +443,12 @@ def test_verbose_transcript_redacts_credentials(
     assert len(auth_server.messages) == 3
     assert auth_server.handler.messages[0].rcpt_tos == ["dave@example.com"]
     authenticator = auth_server.server_options["authenticator"]
-    assert authenticator.attempts == [("PLAIN", USER.encode())] * 3
+    assert authenticator.attempts == [("PLAIN", USER.encode(), False)] * 3
 
 
 def test_verbose_redacts_login_mechanism_steps() -> None:
     with AiosmtpdServer(
-        authenticator=Authenticator(),
+        authenticator=Authenticator(USER, PASSWORD),
         auth_require_tls=False,
         auth_exclude_mechanism=["PLAIN"],
     ) as server:
@@ -926,7 +905,7 @@ def test_probe_starttls_text_and_json(certs: Certificates) -> None:
     not_after = certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
     with AiosmtpdServer(
         tls_context=certs.server_context(),
-        authenticator=Authenticator(),
+        authenticator=Authenticator(USER, PASSWORD),
     ) as server:
         text = run_cli("probe", server_arg(server), "--cafile", str(certs.ca_file))
         as_json = run_cli(

@@ -30,12 +30,18 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import Envelope, Session
 
 import anysmtp
 from anysmtp import _pool
 from tests.conftest import ASYNCIO_BACKENDS, Certificates
-from tests.servers import AiosmtpdServer, RecordingHandler, ScriptedConnection, drain
+from tests.servers import (
+    AiosmtpdServer,
+    Authenticator,
+    RecordingHandler,
+    ScriptedConnection,
+    drain,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -1107,26 +1113,6 @@ async def test_module_send_many_uses_a_temporary_pool(recorder: AiosmtpdServer) 
 # TLS and AUTH ----------------------------------------------------------------------
 
 
-@dataclass
-class Authenticator:
-    """Accepts test/test; records ``(login, over TLS)`` for every attempt."""
-
-    attempts: list[tuple[bytes, bool]] = field(default_factory=list)
-
-    def __call__(
-        self,
-        server: SMTPServerProtocol,
-        session: Session,
-        envelope: Envelope,
-        mechanism: str,
-        auth_data: object,
-    ) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        self.attempts.append((auth_data.login, session.ssl is not None))
-        success = (auth_data.login, auth_data.password) == (b"test", b"test")
-        return AuthResult(success=success, handled=False)
-
-
 async def test_connections_use_starttls_and_log_in(certs: Certificates) -> None:
     authenticator = Authenticator()
     with AiosmtpdServer(
@@ -1160,7 +1146,7 @@ async def test_connections_use_starttls_and_log_in(certs: Certificates) -> None:
     assert len(server.messages) == 6
     assert opened <= 2  # TLS connections are reused too
     # One login per connection, each over TLS; 535 is not retried.
-    assert authenticator.attempts == [(b"test", True)] * opened + [(b"test", True)]
+    assert authenticator.attempts == [("PLAIN", b"test", True)] * (opened + 1)
     assert isinstance(refused.error, anysmtp.SMTPAuthenticationError)
     assert refused.attempts == 1
 
