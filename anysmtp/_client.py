@@ -1579,7 +1579,6 @@ class AsyncSMTP:
             # The server refused all our recipients.
             await self._rset()
             raise SMTPRecipientsRefused(senderrs)
-        self._data_refusals = {}
         if chunking:
             code, resp = await self._bdat(body, binary, window=1)
         else:
@@ -1587,8 +1586,11 @@ class AsyncSMTP:
         return await self._finish_transaction(code, resp, senderrs)
 
     def _new_transaction(self) -> None:
-        """Forget what the previous transaction left behind."""
+        """Forget what the previous transaction left behind (both paths of
+        :meth:`sendmail` start here)."""
         self._final_reply_pending = False
+        self._accepted_recipients = []
+        self._data_refusals = {}
 
     async def _finish_transaction(
         self, code: int, resp: bytes, senderrs: SendErrors
@@ -1619,8 +1621,6 @@ class AsyncSMTP:
         valid recipient) may go on to read its octets as commands (Dovecot's
         does), and LMTP answers it with no reply at all (RFC 2033 section 4.3).
         """
-        self._accepted_recipients = []
-        self._data_refusals = {}
         await self.send(envelope if chunking else envelope + b"data\r\n")
         self._mail_transactions += 1
         code, resp = self._arrived_reply() or await self.getreply()
@@ -1746,8 +1746,8 @@ class AsyncSMTP:
         for left in range(unanswered - 1, -1, -1):
             reply = await self._bdat_reply()
             if final is None or final[0] == 250:
-                # The last one answers BDAT LAST when nothing was refused.
-                final = reply if left or refusal else await self._final_reply(reply)
+                # The last one answers BDAT LAST (nothing was refused before).
+                final = reply if left else await self._final_reply(reply)
         self._final_reply_pending = False
         assert final is not None
         self._last_data_response = final
