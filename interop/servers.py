@@ -424,6 +424,15 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _spawn(root: Path, *command: str) -> subprocess.Popen[bytes]:
+    """Start a server in the foreground, as a child we can stop, its standard
+    error in ``root/log/stderr``."""
+    with (root / "log" / "stderr").open("wb") as stderr:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
 def _terminate(process: subprocess.Popen[bytes] | None) -> None:
     """Stop a server run in the foreground: SIGTERM, then SIGKILL after 15 s."""
     if process is None:
@@ -852,14 +861,10 @@ class _Exim:
         _run(EXIM_BINARY, "-C", self.config, "-bV")  # fails on a syntax error
 
     def start(self) -> None:
-        # -bdf: the listening daemon, in the foreground (a child we can stop).
-        with (self.root / "log" / "stderr").open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [str(EXIM_BINARY), "-C", str(self.config), "-bdf"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
+        # -bdf: the listening daemon, in the foreground.
+        self.process = _spawn(
+            self.root, str(EXIM_BINARY), "-C", str(self.config), "-bdf"
+        )
         for port in self.ports.values():
             if not _wait_for_greeting(port, 30, self.process):
                 raise ServerError(
@@ -1005,14 +1010,8 @@ class _Dovecot:
         _run(DOVECONF, "-c", self.config, "-n")  # fails on a syntax error
 
     def start(self) -> None:
-        # -F: in the foreground (a child we can stop).
-        with (self.root / "log" / "stderr").open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [DOVECOT, "-F", "-c", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
+        # -F: in the foreground.
+        self.process = _spawn(self.root, DOVECOT, "-F", "-c", str(self.config))
         deadline = time.monotonic() + 30
         listening = _wait_for_greeting(self.port, 30, self.process)
         while listening and not self.socket_path.exists():
