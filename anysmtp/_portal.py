@@ -115,9 +115,10 @@ class LoopPortal:
             future.set_exception(concurrent.futures.CancelledError())
             raise
         except BaseException as exc:
+            # SystemExit or KeyboardInterrupt too (raised by a sync hook in a
+            # worker thread): it belongs to the caller, and re-raised here it
+            # would end the loop that every other caller shares.
             future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
         else:
             if scope.cancelled_caught:
                 future.set_exception(concurrent.futures.CancelledError())
@@ -197,6 +198,12 @@ class _PortalThread:
             anyio.run(serve, backend=backend, backend_options=options)
         except BaseException as exc:
             self._error = exc
+        finally:
+            # A loop that has ended takes no more calls: get_portal() starts
+            # a new one instead of handing out this one (a call would wait for
+            # ever).
+            if self.portal is not None:
+                self.portal.stopped = True
             self._ready.set()
 
     def stop(self) -> None:
@@ -249,14 +256,14 @@ def get_portal(backend: str = "asyncio") -> LoopPortal:
     """
     global _atexit_registered
     handle = _portals.get(backend)
-    if handle is None or handle.portal is None:
+    if handle is None or handle.portal is None or handle.portal.stopped:
         if backend not in _BACKEND_OPTIONS:
             raise ValueError(
                 f"unknown backend {backend!r}: use one of {list(_BACKEND_OPTIONS)}"
             )
         with _lock:
             handle = _portals.get(backend)
-            if handle is None:
+            if handle is None or handle.portal is None or handle.portal.stopped:
                 handle = _portals[backend] = _PortalThread(backend)
                 if not _atexit_registered:
                     atexit.register(stop_portals)
@@ -398,6 +405,8 @@ def run_here(func: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None])
     # traceback, would hold the task, and the task the error, a cycle that
     # would keep the client (and its socket) alive until a garbage collection.
     del task
+    if not isinstance(error, Exception):
+        on_interrupt()  # Ctrl-C inside the coroutine, or a hook's SystemExit
     try:
         raise error
     finally:
@@ -406,11 +415,18 @@ def run_here(func: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None])
 
 async def _outcome(
     func: Callable[[], Awaitable[T]],
-) -> tuple[T | None, Exception | None]:
-    """``func()``'s result, or the exception it raised, as a value."""
+) -> tuple[T | None, BaseException | None]:
+    """``func()``'s result, or the exception it raised, as a value.
+
+    Everything but a cancellation of this task: a ``SystemExit`` or
+    ``KeyboardInterrupt`` raised by a sync hook in a worker thread is the
+    caller's too, not the event loop's.
+    """
     try:
         return await func(), None
-    except Exception as error:
+    except anyio.get_cancelled_exc_class():
+        raise
+    except BaseException as error:
         return None, error
 
 
@@ -424,9 +440,10 @@ def run_in_portal(
     If the waiting thread is interrupted (Ctrl-C raises :exc:`KeyboardInterrupt`
     here), the coroutine is cancelled, ``on_interrupt`` runs in the loop (it
     closes the connection, which is out of step now) and the interruption
-    propagates.
+    propagates.  So it does when the call itself raised a ``BaseException``
+    that is not an ``Exception`` (a sync hook's ``SystemExit``).
     """
-    future: concurrent.futures.Future[tuple[T | None, Exception | None]]
+    future: concurrent.futures.Future[tuple[T | None, BaseException | None]]
     if isinstance(portal, LoopPortal):
         future = portal.submit(lambda: _outcome(func))
     else:
@@ -450,6 +467,13 @@ def run_in_portal(
     del future
     if error is None:
         return cast(T, result)
+    if not isinstance(error, Exception):
+        # A hook's SystemExit (say): the session stopped half-way, as after
+        # Ctrl-C above.
+        try:
+            portal.call(on_interrupt)
+        except RuntimeError:
+            pass  # the portal is gone: nothing is left to close
     try:
         raise error
     finally:

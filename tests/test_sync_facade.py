@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ import trio
 from anyio.from_thread import start_blocking_portal
 
 import anysmtp
+from anysmtp import _portal
 from tests.servers import (
     AiosmtpdServer,
     RecordingHandler,
@@ -425,6 +427,88 @@ def test_reply_timeout_inside_a_bridged_hook(backend: str) -> None:
             "Timed out waiting for the server's reply after 0.5 seconds"
         )
         smtp.close()
+
+
+class _Stop(BaseException):
+    """Control flow that is not an error (as gevent's Timeout is)."""
+
+
+class _LeavingInGetreply(anysmtp.SMTP):
+    """A hook that leaves the program (or the block) from inside a call."""
+
+    leaving: BaseException | None = None
+
+    def getreply(self) -> tuple[int, bytes]:
+        reply = super().getreply()
+        if self.leaving is not None:
+            raise self.leaving
+        return reply
+
+
+@pytest.fixture(params=["process", "asyncio", "trio"])
+def hook_portal(
+    request: pytest.FixtureRequest,
+) -> Iterator[anyio.from_thread.BlockingPortal | None]:
+    """The portal a subclass's hooks run through: the process's own (None), or
+    one the caller brings."""
+    if request.param == "process":
+        yield None
+        return
+    with start_blocking_portal(request.param) as portal:
+        yield portal
+
+
+@pytest.mark.parametrize(
+    "leaving",
+    [SystemExit(3), KeyboardInterrupt(), _Stop("out")],
+    ids=["SystemExit", "KeyboardInterrupt", "BaseException"],
+)
+def test_a_hook_leaving_with_a_base_exception_leaves_the_portal_running(
+    smtpd: AiosmtpdServer,
+    hook_portal: anyio.from_thread.BlockingPortal | None,
+    leaving: BaseException,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It reaches the caller as it is, the connection (stopped half-way) is
+    # closed, and the portal, which other callers share, still runs their calls:
+    # it used to end the process's portal loop, and every later call through it
+    # waited for ever.
+    smtp = _LeavingInGetreply(smtpd.host, smtpd.port, portal=hook_portal)
+    smtp.leaving = leaving
+    with pytest.raises(type(leaving)) as caught:
+        smtp.noop()
+    assert caught.value is leaving
+    assert smtp.sock is None
+
+    results: list[tuple[int, bytes]] = []
+
+    def another_caller() -> None:
+        with _LeavingInGetreply(smtpd.host, smtpd.port, portal=hook_portal) as other:
+            results.append(other.noop())
+
+    caller = threading.Thread(target=another_caller, daemon=True)
+    caller.start()
+    caller.join(timeout=20)  # a dead portal never answers: fail, do not hang
+    assert results == [(250, b"OK")]
+    smtp.leaving = None
+    smtp.connect(smtpd.host, smtpd.port)
+    assert smtp.noop() == (250, b"OK")
+    smtp.quit()
+    # asyncio's "Task exception was never retrieved" and the like.
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_a_process_portal_whose_loop_ended_is_replaced(smtpd: AiosmtpdServer) -> None:
+    # However its loop ends, the process's portal is not handed out again: the
+    # next call starts a new one (a call into an ended loop would fail or wait
+    # for ever).
+    with _LeavingInGetreply(smtpd.host, smtpd.port) as smtp:
+        assert smtp.noop() == (250, b"OK")
+    ended = _portal._portals["asyncio"]
+    ended.stop()  # its loop ends; it stays in the table, as after a crash
+    with _LeavingInGetreply(smtpd.host, smtpd.port) as smtp:
+        assert smtp.noop() == (250, b"OK")
+    assert _portal._portals["asyncio"] is not ended
 
 
 # Dropped unclosed ------------------------------------------------------------------
