@@ -1,20 +1,24 @@
 #!/bin/sh
-# Install what `make interop` needs: Postfix, Cyrus SASL and Dovecot's LMTP
-# server (Debian packages), and a private copy of Exim unpacked under
-# interop/.cache (never installed as a package: exim4-daemon-light and postfix
-# conflict).
+# Install what `make interop` needs: Postfix, Cyrus SASL and Dovecot's LMTP and
+# submission servers (Debian packages), and a private copy of Exim unpacked
+# under interop/.cache (never installed as a package: exim4-daemon-light and
+# postfix conflict).
 #
 # Exit status: 0 when everything is there (installed now or before), 77 when
 # this machine cannot install it (not root, or no apt-get: `make interop` is
 # then skipped), anything else when an installation failed.
 #
-# The system's mail setup is left alone: Postfix is installed with debconf's
-# "No configuration" (no main.cf, nothing listening), nothing under /etc/postfix
-# or /etc/exim4 is written, and no service is started.  Dovecot's units are
-# masked before its packages go in and its init script refused by policy-rc.d,
-# so the packages neither start nor enable the system's Dovecot; /etc/dovecot
-# holds only what the packages install.  The servers the tests use run from
-# private configurations (see interop/servers.py).
+# The system's mail setup is left alone: nothing under /etc/postfix,
+# /etc/exim4 or /etc/dovecot is written by this script (they hold only what
+# the packages install; Postfix goes in with debconf's "No configuration"),
+# and no service is started or enabled.  When this script installs Postfix or
+# Dovecot, their units are masked before the packages go in, their init
+# scripts are refused by policy-rc.d while they go in, and the rc links the
+# postinst made are turned into "stop" links after: the packages neither start
+# nor enable the system's Postfix or Dovecot, now or at boot.  A Postfix or
+# Dovecot that was there before is not touched (it may be the machine's own
+# mail server).  The servers the tests use run from private configurations
+# (see interop/servers.py).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +26,7 @@ cache=${ANYSMTP_INTEROP_CACHE:-$here/.cache}
 exim_root=$cache/exim
 sasl_plugins=/usr/lib/$(uname -m)-linux-gnu/sasl2
 log=$(mktemp)
-# A policy-rc.d this script put in place for the Dovecot install (removed on exit).
+# A policy-rc.d this script put in place for an install (removed on exit).
 own_policy=""
 trap 'rm -f "$log" $own_policy' EXIT
 say() { echo "interop: $*"; }
@@ -37,8 +41,8 @@ quietly() {
 skip() {
     say "skipped: $1." >&2
     say "the interop tests need root and apt-get (Debian or Ubuntu) to install" >&2
-    say "postfix, sasl2-bin, libsasl2-modules, dovecot-core, dovecot-lmtpd and" >&2
-    say "a private exim4-daemon-light." >&2
+    say "postfix, sasl2-bin, libsasl2-modules, dovecot-core, dovecot-lmtpd," >&2
+    say "dovecot-submissiond and a private exim4-daemon-light." >&2
     exit 77
 }
 
@@ -69,6 +73,53 @@ installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
 }
 
+# -- Keeping the system's services off ---------------------------------------
+# mask_units UNIT...: what `systemctl mask` does (it needs no running systemd
+# this way), so that the postinst's "enable" and "start" come to nothing, now
+# and at boot.  Only where a unit is neither masked nor overridden already;
+# the masks stay.  (deb-systemd-helper's "unmask" in the postinsts removes only
+# masks it made itself.)
+mask_units() {
+    for unit in "$@"; do
+        if ! [ -e "/etc/systemd/system/$unit" ] && ! [ -L "/etc/systemd/system/$unit" ]; then
+            mkdir -p /etc/systemd/system \
+                && ln -s /dev/null "/etc/systemd/system/$unit" \
+                || fail "could not mask $unit"
+        fi
+    done
+}
+
+# install_without_services PACKAGE...: apt-get install, with every init script
+# the maintainer scripts (and their triggers) invoke refused: invoke-rc.d asks
+# policy-rc.d first, and 101 is "not allowed".  The policy is in place only
+# while installing, and only where the machine has none of its own.
+install_without_services() {
+    apt_update
+    if ! [ -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# anysmtp interop/install.sh: no service starts.\nexit 101\n' \
+            >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
+            || fail "could not write /usr/sbin/policy-rc.d"
+        own_policy=/usr/sbin/policy-rc.d
+    fi
+    say "apt-get install $*"
+    quietly apt-get install -y --no-install-recommends "$@" \
+        || fail "apt-get install $*"
+    if [ -n "$own_policy" ]; then
+        rm -f "$own_policy"
+        own_policy=""
+    fi
+}
+
+# disable_init_script NAME: the postinst's update-rc.d linked the init script
+# into the runlevels; where no systemd runs, those links would start it at
+# boot, so they become "stop" links.  (Under systemd the masked unit of the
+# same name wins over the init script.)
+disable_init_script() {
+    if [ -x "/etc/init.d/$1" ] && ! [ -d /run/systemd/system ]; then
+        quietly update-rc.d "$1" disable || fail "update-rc.d $1 disable"
+    fi
+}
+
 # -- Postfix and Cyrus SASL -------------------------------------------------
 missing=""
 for package in postfix sasl2-bin libsasl2-modules libsasl2-modules-db; do
@@ -83,13 +134,22 @@ if [ -z "$missing" ]; then
 fi
 if [ -n "$missing" ]; then
     apt_update
-    # "No configuration": the package must not set up (or start) a system MTA.
+    # "No configuration": the package must not set up a system MTA.
     echo "postfix postfix/main_mailer_type select No configuration" \
         | debconf-set-selections || fail "debconf-set-selections"
-    say "apt-get install$missing"
+    # Only a Postfix this script installs is kept off: one that was there may
+    # be the machine's own.  postfix@.service runs the instances (postfix.service
+    # only pulls them in).
+    fresh_postfix=no
+    if ! installed postfix; then
+        fresh_postfix=yes
+        mask_units postfix.service postfix@.service
+    fi
     # shellcheck disable=SC2086
-    quietly apt-get install -y --no-install-recommends $missing \
-        || fail "apt-get install$missing"
+    install_without_services $missing
+    if [ "$fresh_postfix" = yes ]; then
+        disable_init_script postfix
+    fi
 fi
 for program in /usr/sbin/postfix /usr/sbin/postconf /usr/sbin/saslpasswd2; do
     [ -x "$program" ] || fail "$program is missing after installing the packages"
@@ -100,48 +160,28 @@ done
 getent passwd postfix >/dev/null || fail "the postfix package made no postfix user"
 getent group postdrop >/dev/null || fail "the postfix package made no postdrop group"
 
-# -- Dovecot's LMTP server ----------------------------------------------------
+# -- Dovecot's LMTP and submission servers -----------------------------------
 missing=""
-for package in dovecot-core dovecot-lmtpd; do
+for package in dovecot-core dovecot-lmtpd dovecot-submissiond; do
     installed "$package" || missing="$missing $package"
 done
 if [ -n "$missing" ]; then
-    apt_update
-    # What `systemctl mask` does (it needs no running systemd this way): the
-    # postinst's "enable" and "start" come to nothing, now and at boot.  Only
-    # where the units are neither masked nor overridden already; the masks stay.
-    for unit in dovecot.service dovecot.socket; do
-        if ! [ -e "/etc/systemd/system/$unit" ] && ! [ -L "/etc/systemd/system/$unit" ]; then
-            mkdir -p /etc/systemd/system \
-                && ln -s /dev/null "/etc/systemd/system/$unit" \
-                || fail "could not mask $unit"
-        fi
-    done
-    # The postinst's invoke-rc.d asks policy-rc.d first: 101 is "not allowed".
-    # Only while installing, and only where the machine has no policy of its own.
-    if ! [ -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\n# anysmtp interop/install.sh: no service starts.\nexit 101\n' \
-            >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
-            || fail "could not write /usr/sbin/policy-rc.d"
-        own_policy=/usr/sbin/policy-rc.d
+    # As for Postfix: only a Dovecot this script installs is kept off (the
+    # submission and LMTP packages add to dovecot-core's service, and their
+    # triggers' restarts are refused by the policy while they go in).
+    fresh_dovecot=no
+    if ! installed dovecot-core; then
+        fresh_dovecot=yes
+        mask_units dovecot.service dovecot.socket
     fi
-    say "apt-get install$missing"
     # shellcheck disable=SC2086
-    quietly apt-get install -y --no-install-recommends $missing \
-        || fail "apt-get install$missing"
-    if [ -n "$own_policy" ]; then
-        rm -f "$own_policy"
-        own_policy=""
-    fi
-    # The postinst's update-rc.d linked the init script into the runlevels:
-    # where no systemd runs, those links would start it at boot, so they are
-    # turned into "stop" links (under systemd the masked unit of the same name
-    # wins over the init script).
-    if [ -x /etc/init.d/dovecot ] && ! [ -d /run/systemd/system ]; then
-        quietly update-rc.d dovecot disable || fail "update-rc.d dovecot disable"
+    install_without_services $missing
+    if [ "$fresh_dovecot" = yes ]; then
+        disable_init_script dovecot
     fi
 fi
-for program in /usr/sbin/dovecot /usr/bin/doveconf /usr/lib/dovecot/lmtp; do
+for program in /usr/sbin/dovecot /usr/bin/doveconf /usr/lib/dovecot/lmtp \
+    /usr/lib/dovecot/submission /usr/lib/dovecot/submission-login; do
     [ -x "$program" ] || fail "$program is missing after installing the packages"
 done
 getent passwd dovecot >/dev/null || fail "the dovecot-core package made no dovecot user"

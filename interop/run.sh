@@ -1,6 +1,6 @@
 #!/bin/sh
-# make interop: install Postfix, Cyrus SASL, Dovecot (LMTP) and a private Exim (root only),
-# then run tests/interop against private instances of them.
+# make interop: install Postfix, Cyrus SASL, Dovecot (LMTP and submission) and a private
+# Exim (root only), then run tests/interop against private instances of them.
 #
 # Usage: sh interop/run.sh PYTHON [PYTEST ARGUMENTS...]
 # Exits 0 without running anything (and says why) where the servers cannot be

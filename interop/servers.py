@@ -1,5 +1,6 @@
-"""Private Postfix, Exim and Dovecot (LMTP) instances on loopback, each with its
-own configuration, spool, mailboxes and log under one temporary directory.
+"""Private Postfix, Exim and Dovecot (LMTP and submission) instances on
+loopback, each with its own configuration, spool, mailboxes and log under one
+temporary directory.
 
 Nothing of the system's mail setup is used or written: Postfix runs with
 ``postfix -c <private config directory>`` (its own main.cf, master.cf, queue,
@@ -11,12 +12,18 @@ directories, users and port; nothing under /etc/dovecot is read).  All three
 need root (Postfix's master, Exim's trusted configuration, Dovecot's
 per-user delivery), which ``make interop`` checks first.
 
+Dovecot's submission server relays what it accepts to :class:`SubmissionRelay`,
+an aiosmtpd server in this process behind a recording relay
+(:class:`interop.proxy.RecordingProxy`): the tests see every message it
+relayed, and every command it sent, on the wire.
+
 ``python -m interop.servers`` starts them, prints the endpoints and waits for
 Ctrl-C: handy to try a client by hand.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import os
@@ -28,14 +35,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import trustme
+from aiosmtpd.smtp import SMTP as _AiosmtpdSMTP
+
+from interop.proxy import RecordingProxy
 
 __all__ = [
     "ACCOUNT",
@@ -44,6 +55,7 @@ __all__ = [
     "MAILBOXES",
     "PASSWORD",
     "REFUSED_SENDER",
+    "RELAY_REFUSED_RECIPIENTS",
     "SIZE_LIMIT",
     "UNKNOWN_RECIPIENT",
     "Endpoint",
@@ -54,7 +66,12 @@ __all__ = [
     "LmtpEndpoint",
     "MailServer",
     "OVER_QUOTA",
+    "RelayedMessage",
+    "SUBMISSION_EXTENSIONS",
+    "SUBMISSION_SIZE_LIMIT",
     "ServerError",
+    "SubmissionEndpoint",
+    "SubmissionRelay",
     "split_trace_headers",
 ]
 
@@ -93,6 +110,11 @@ MAILBOXES: Final = {
 REFUSED_SENDER: Final = f"refused-sender@{DOMAIN}"
 #: A recipient that no server knows: refused at RCPT.
 UNKNOWN_RECIPIENT: Final = f"nobody-here@{DOMAIN}"
+#: The recipients the submission relay refuses at RCPT (Dovecot's submission
+#: server passes each RCPT on, and the relay's refusal back).
+RELAY_REFUSED_RECIPIENTS: Final = frozenset(
+    {UNKNOWN_RECIPIENT, f"nobody-else@{DOMAIN}"}
+)
 #: The SIZE limit of every server: 10 MiB, so that a 9 MiB message fits.
 SIZE_LIMIT: Final = 10 * 1024 * 1024
 #: Dovecot's user whose quota (one byte) no message fits: its delivery fails
@@ -109,6 +131,14 @@ LMTP_MAILBOXES: Final = {
 #: What Dovecot's LMTP server advertises in reply to LHLO (2.3.19).
 LMTP_EXTENSIONS: Final = frozenset(
     {"PIPELINING", "CHUNKING", "8BITMIME", "ENHANCEDSTATUSCODES"}
+)
+#: The message size limit of Dovecot's second submission port (SIZE in its
+#: EHLO reply): small, so that a message goes over it in a few chunks.
+SUBMISSION_SIZE_LIMIT: Final = 100 * 1024
+#: What Dovecot's submission server advertises in reply to EHLO (2.3.19),
+#: besides AUTH and BURL.
+SUBMISSION_EXTENSIONS: Final = frozenset(
+    {"PIPELINING", "CHUNKING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE"}
 )
 
 Server = Literal["postfix", "exim"]
@@ -191,19 +221,12 @@ class ServerError(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MailServer:
-    """Where a running server delivers and what it logs (the same for all the
-    ports of one server): the base of :class:`Endpoint` and :class:`LmtpEndpoint`."""
+class LoggingServer:
+    """What a running server logs (the same for all the ports of one server):
+    the base of :class:`MailServer` and :class:`SubmissionEndpoint`."""
 
-    #: The Maildir folders' parent directory.
-    mail_dir: Path
     #: The server's log (Postfix's maillog, Exim's mainlog, Dovecot's log).
     log_file: Path
-    #: Each delivered address's Maildir, relative to :attr:`mail_dir`.
-    mailboxes: Mapping[str, str] = field(default_factory=lambda: MAILBOXES)
-    #: Messages already returned by :meth:`delivered` (shared by the ports of
-    #: one server, which deliver to the same mailboxes).
-    claimed: set[Path] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -245,6 +268,20 @@ class MailServer:
                     f"{timeout} s; logged since:\n{text}"
                 )
             time.sleep(0.05)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MailServer(LoggingServer):
+    """Where a running server delivers (the same for all the ports of one
+    server): the base of :class:`Endpoint` and :class:`LmtpEndpoint`."""
+
+    #: The Maildir folders' parent directory.
+    mail_dir: Path
+    #: Each delivered address's Maildir, relative to :attr:`mail_dir`.
+    mailboxes: Mapping[str, str] = field(default_factory=lambda: MAILBOXES)
+    #: Messages already returned by :meth:`delivered` (shared by the ports of
+    #: one server, which deliver to the same mailboxes).
+    claimed: set[Path] = field(default_factory=set, compare=False, repr=False)
 
     def mailbox(self, address: str) -> Path:
         """The Maildir where ``address``'s mail is delivered."""
@@ -318,6 +355,26 @@ class LmtpEndpoint(MailServer):
         return "dovecot-lmtp"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SubmissionEndpoint(LoggingServer):
+    """The running submission server (Dovecot): two loopback ports, both with
+    AUTH PLAIN and LOGIN (no TLS: the recording relay reads the sessions) for
+    :data:`ACCOUNT`, relaying every message to :attr:`relay`."""
+
+    host: str
+    #: The port with no message size limit.
+    port: int
+    #: The port (on another loopback address) with a limit of
+    #: :data:`SUBMISSION_SIZE_LIMIT` octets.
+    limited_host: str
+    limited_port: int
+    relay: SubmissionRelay
+
+    @property
+    def name(self) -> str:
+        return "dovecot-submission"
+
+
 #: Header fields that Postfix, Exim and Dovecot add on delivery.
 TRACE_HEADERS: Final = frozenset(
     {
@@ -359,13 +416,13 @@ def split_trace_headers(stored: bytes) -> tuple[list[str], bytes]:
     return names, stored[position:]
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now (the servers bind them a moment later)."""
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free on ``host`` now (the servers bind them a moment later)."""
     sockets = []
     try:
         for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:
@@ -446,15 +503,18 @@ def _terminate(process: subprocess.Popen[bytes] | None) -> None:
 
 
 def _wait_for_greeting(
-    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+    port: int,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    host: str = "127.0.0.1",
 ) -> bool:
-    """Whether 127.0.0.1:port answered with a TCP connection in time."""
+    """Whether host:port answered with a TCP connection in time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             return False
         with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
             return True
         time.sleep(0.05)
     return False
@@ -893,16 +953,176 @@ class _Exim:
         }
 
 
-# -- Dovecot (LMTP) ---------------------------------------------------------------
+# -- The relay behind Dovecot's submission server ----------------------------------
+
+
+@dataclass(frozen=True)
+class RelayedMessage:
+    """One message as :class:`SubmissionRelay` received it."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...]
+    #: The message as the relay read it after undoing the dot-stuffing: CRLF
+    #: line endings, what Dovecot added (a Received field) on top.
+    content: bytes
+
+
+class _RelayHandler:
+    """aiosmtpd's handler: keeps every message, refuses
+    :data:`RELAY_REFUSED_RECIPIENTS`."""
+
+    def __init__(self) -> None:
+        self.messages: list[RelayedMessage] = []
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address in RELAY_REFUSED_RECIPIENTS:
+            return f"550 <{address}>: Recipient address rejected"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        content = envelope.original_content
+        assert isinstance(content, bytes)
+        with self.lock:
+            self.messages.append(
+                RelayedMessage(
+                    mail_from=str(envelope.mail_from),
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    mail_options=tuple(envelope.mail_options),
+                    content=content,
+                )
+            )
+        return "250 OK: queued"
+
+
+class SubmissionRelay:
+    """The SMTP server Dovecot's submission server relays to: aiosmtpd in a
+    thread with its own event loop (PIPELINING, 8BITMIME, SMTPUTF8; no
+    CHUNKING, so Dovecot relays with DATA), behind a :class:`RecordingProxy`
+    whose :attr:`~RecordingProxy.sessions` hold every command Dovecot sent.
+    """
+
+    def __init__(self) -> None:
+        self._handler = _RelayHandler()
+        # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on such
+        # sockets (aiosmtpd writes a multi-line reply line by line).
+        self._sock = socket.socket(
+            socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        )
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._proxy: RecordingProxy | None = None
+
+    @property
+    def proxy(self) -> RecordingProxy:
+        """The recording relay in front of the server: Dovecot connects to it."""
+        if self._proxy is None:
+            raise ServerError("the submission relay is not running")
+        return self._proxy
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """The port Dovecot relays to (the recording relay's)."""
+        return self.proxy.port
+
+    def start(self) -> None:
+        self._thread.start()
+
+        async def serve() -> asyncio.Server:
+            return await self._loop.create_server(
+                lambda: _AiosmtpdSMTP(
+                    self._handler,
+                    hostname=f"relay.{DOMAIN}",
+                    decode_data=False,
+                    enable_SMTPUTF8=True,
+                ),
+                sock=self._sock,
+            )
+
+        self._server = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(10)
+        self._proxy = RecordingProxy(self._sock.getsockname()[:2])
+
+    def stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.close()
+            self._proxy = None
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+            tasks = [
+                task
+                for task in asyncio.all_tasks()
+                if task is not asyncio.current_task()
+            ]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        if not self._loop.is_closed():
+            self._loop.close()
+        self._sock.close()
+
+    @property
+    def messages(self) -> list[RelayedMessage]:
+        """Every message relayed so far, in order."""
+        with self._handler.lock:
+            return list(self._handler.messages)
+
+    def with_marker(self, marker: bytes) -> list[RelayedMessage]:
+        """The messages relayed so far that contain ``marker``."""
+        return [each for each in self.messages if marker in each.content]
+
+    def relayed(self, marker: bytes, timeout: float = 30.0) -> RelayedMessage:
+        """The one relayed message that contains ``marker``.
+
+        :raises AssertionError: none arrived within ``timeout`` seconds, or
+            more than one did.
+        """
+        deadline = time.monotonic() + timeout
+        while not (found := self.with_marker(marker)):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the relay received no message with {marker!r} in {timeout} s"
+                )
+            time.sleep(0.05)
+        assert len(found) == 1, f"{len(found)} relayed messages with {marker!r}"
+        return found[0]
+
+
+# -- Dovecot (LMTP and submission) ----------------------------------------------
 
 _DOVECOT_CONF: Final = """\
-# Generated by interop/servers.py: a private Dovecot that speaks only LMTP.
-# Everything it writes (sockets, state, log, mail) is under @root@.
+# Generated by interop/servers.py: a private Dovecot that speaks only LMTP and
+# submission.  Everything it writes (sockets, state, log, mail) is under @root@.
 base_dir = @root@/run
 state_dir = @root@/state
 # Its processes are named after it (ps tells it from a system Dovecot).
 instance_name = anysmtp-interop
-protocols = lmtp
+protocols = lmtp submission
 listen = 127.0.0.1
 ssl = no
 hostname = lmtp.@domain@
@@ -913,8 +1133,9 @@ log_path = @log_file@
 info_log_path = @log_file@
 debug_log_path = @log_file@
 log_timestamp = "%Y-%m-%d %H:%M:%S "
-# The LMTP server logs each command as it reads it ("Received new command:
-# BDAT 1234 LAST"): the tests see what reached it over the Unix socket.
+# The LMTP and submission servers log each command as they read it
+# ("Received new command: BDAT 1234 LAST"): the tests see what reached the LMTP
+# server over the Unix socket.
 log_debug = category=smtp-server
 # Every user is the mailbox user, with a home under @root@/home.
 first_valid_uid = @mail_uid@
@@ -922,11 +1143,16 @@ last_valid_uid = @mail_uid@
 first_valid_gid = @mail_gid@
 last_valid_gid = @mail_gid@
 mail_location = maildir:~/Maildir
-# Nobody logs in (no IMAP, no POP3), but Dovecot's auth service wants a passdb.
+# Only the submission account logs in (it alone has a password).
 passdb {
   driver = passwd-file
   args = @root@/users
 }
+# In cleartext: the recording relay reads the sessions (Dovecot would refuse
+# it on the second address, since a connection from 127.0.0.1 to 127.0.0.2 does
+# not count as local).
+disable_plaintext_auth = no
+auth_mechanisms = plain login
 userdb {
   driver = passwd-file
   args = @root@/users
@@ -949,6 +1175,31 @@ lmtp_rcpt_check_quota = no
 protocol lmtp {
   mail_plugins = $mail_plugins quota
 }
+# Submission relays every message to the tests' relay, over one connection
+# per client session; on its second address, messages are limited in size.
+service submission-login {
+  inet_listener submission {
+    address = 127.0.0.1
+    port = @submission_port@
+  }
+  inet_listener submission-limited {
+    address = @limited_host@
+    port = @limited_port@
+  }
+}
+protocol submission {
+  hostname = submission.@domain@
+  submission_relay_host = 127.0.0.1
+  submission_relay_port = @relay_port@
+  submission_relay_ssl = no
+  # What Dovecot sent to the relay and read from it (one file per session).
+  submission_relay_rawlog_dir = @root@/relay-rawlog
+}
+local @limited_host@ {
+  protocol submission {
+    submission_max_mail_size = @size_limit@
+  }
+}
 plugin {
   quota = count:User quota
   quota_vsizes = yes
@@ -956,12 +1207,20 @@ plugin {
 """
 
 
-class _Dovecot:
-    """One private Dovecot with an LMTP listener on loopback and a Unix socket."""
+#: The second loopback address Dovecot's size-limited submission port listens
+#: on (settings differ by local address, not by port).
+_LIMITED_HOST: Final = "127.0.0.2"
 
-    def __init__(self, root: Path) -> None:
+
+class _Dovecot:
+    """One private Dovecot with an LMTP listener on loopback and a Unix socket,
+    and two submission listeners relaying to ``relay``."""
+
+    def __init__(self, root: Path, relay: SubmissionRelay) -> None:
         self.root = root
-        self.port = _free_ports(1)[0]
+        self.relay = relay
+        self.port, self.submission_port = _free_ports(2)
+        (self.limited_port,) = _free_ports(1, _LIMITED_HOST)
         self.config = root / "dovecot.conf"
         self.log_file = root / "log" / "dovecot.log"
         self.socket_path = root / "run" / "lmtp"
@@ -982,17 +1241,26 @@ class _Dovecot:
         # delivery.
         (root / "home").mkdir(mode=0o700)
         os.chown(root / "home", uid, gid)
-        # passwd-file: user:password:uid:gid:gecos:home:shell:extra fields.  No
-        # password: nobody can log in.  A one-byte quota: nothing fits.
+        # The submission server (running as the account's user) writes a raw
+        # log of each relay session there.
+        (root / "relay-rawlog").mkdir(mode=0o755)
+        os.chown(root / "relay-rawlog", uid, gid)
+        # passwd-file: user:password:uid:gid:gecos:home:shell:extra fields.  A
+        # password for the submission account only: nobody else can log in.  A
+        # one-byte quota: nothing fits.
         _write(
             root / "users",
             "".join(
-                f"{address}::{uid}:{gid}::{root / 'home' / box.split('/')[0]}::"
+                f"{address}:{'{PLAIN}' + PASSWORD if address == ACCOUNT else ''}"
+                f":{uid}:{gid}::{root / 'home' / box.split('/')[0]}::"
                 + ("userdb_quota_rule=*:storage=1B" if address == OVER_QUOTA else "")
                 + "\n"
                 for address, box in LMTP_MAILBOXES.items()
             ),
+            mode=0o640,
         )
+        # Dovecot's auth service reads it as its internal user.
+        _chown(root / "users", "root", DOVECOT_USER)
         _write(
             self.config,
             _fill(
@@ -1005,6 +1273,11 @@ class _Dovecot:
                 mail_uid=uid,
                 mail_gid=gid,
                 port=self.port,
+                submission_port=self.submission_port,
+                limited_host=_LIMITED_HOST,
+                limited_port=self.limited_port,
+                size_limit=SUBMISSION_SIZE_LIMIT,
+                relay_port=self.relay.port,
             ),
         )
         _run(DOVECONF, "-c", self.config, "-n")  # fails on a syntax error
@@ -1013,14 +1286,23 @@ class _Dovecot:
         # -F: in the foreground.
         self.process = _spawn(self.root, DOVECOT, "-F", "-c", str(self.config))
         deadline = time.monotonic() + 30
-        listening = _wait_for_greeting(self.port, 30, self.process)
+        listening = all(
+            _wait_for_greeting(port, 30, self.process, host)
+            for host, port in (
+                ("127.0.0.1", self.port),
+                ("127.0.0.1", self.submission_port),
+                (_LIMITED_HOST, self.limited_port),
+            )
+        )
         while listening and not self.socket_path.exists():
             if time.monotonic() > deadline or self.process.poll() is not None:
                 listening = False
             time.sleep(0.05)
         if not listening:
             raise ServerError(
-                f"Dovecot does not listen on 127.0.0.1:{self.port} and "
+                f"Dovecot does not listen on 127.0.0.1:{self.port}, "
+                f"127.0.0.1:{self.submission_port}, "
+                f"{_LIMITED_HOST}:{self.limited_port} and "
                 f"{self.socket_path}:\n{_tail(self.root / 'log' / 'stderr')}\n"
                 f"{_tail(self.log_file)}"
             )
@@ -1041,6 +1323,16 @@ class _Dovecot:
             claimed=self.claimed,
         )
 
+    def submission_endpoint(self) -> SubmissionEndpoint:
+        return SubmissionEndpoint(
+            host="127.0.0.1",
+            port=self.submission_port,
+            limited_host=_LIMITED_HOST,
+            limited_port=self.limited_port,
+            relay=self.relay,
+            log_file=self.log_file,
+        )
+
 
 @dataclass
 class InteropServers:
@@ -1055,6 +1347,7 @@ class InteropServers:
     directory: Path = field(init=False)
     endpoints: dict[str, Endpoint] = field(init=False, default_factory=dict)
     _lmtp: LmtpEndpoint | None = field(init=False, default=None, repr=False)
+    _submission: SubmissionEndpoint | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         # The servers' unprivileged processes must traverse it.
@@ -1062,7 +1355,8 @@ class InteropServers:
         self.directory.chmod(0o755)
         self._postfix = _Postfix(self.directory / "postfix")
         self._exim = _Exim(self.directory / "exim")
-        self._dovecot = _Dovecot(self.directory / "dovecot")
+        self._relay = SubmissionRelay()
+        self._dovecot = _Dovecot(self.directory / "dovecot", self._relay)
 
     @property
     def lmtp(self) -> LmtpEndpoint:
@@ -1074,6 +1368,16 @@ class InteropServers:
             raise ServerError("the interop servers are not running")
         return self._lmtp
 
+    @property
+    def submission(self) -> SubmissionEndpoint:
+        """Dovecot's submission server.
+
+        :raises ServerError: the servers are not running.
+        """
+        if self._submission is None:
+            raise ServerError("the interop servers are not running")
+        return self._submission
+
     def start(self) -> InteropServers:
         if os.geteuid() != 0:
             raise ServerError("the interop servers need root (see interop/install.sh)")
@@ -1082,9 +1386,11 @@ class InteropServers:
                 server.configure()
                 server.start()
                 self.endpoints.update(server.endpoints())
+            self._relay.start()
             self._dovecot.configure()
             self._dovecot.start()
             self._lmtp = self._dovecot.endpoint()
+            self._submission = self._dovecot.submission_endpoint()
         except BaseException:
             self.stop()
             raise
@@ -1092,7 +1398,9 @@ class InteropServers:
 
     def stop(self) -> None:
         self._lmtp = None
+        self._submission = None
         self._dovecot.stop()
+        self._relay.stop()
         self._exim.stop()
         self._postfix.stop()
         if not self.keep:
@@ -1134,6 +1442,13 @@ def _main() -> None:
             )
         lmtp = servers.lmtp
         print(f"{lmtp.name}: {lmtp.host}:{lmtp.port} and {lmtp.socket_path}")
+        submission = servers.submission
+        print(
+            f"{submission.name}: {submission.host}:{submission.port}, "
+            f"{submission.limited_host}:{submission.limited_port} (at most "
+            f"{SUBMISSION_SIZE_LIMIT} octets), relaying to "
+            f"{submission.relay.host}:{submission.relay.port}"
+        )
         print(f"login: {ACCOUNT} / {PASSWORD}")
         print("Ctrl-C (or SIGTERM) stops them.")
         signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -1,5 +1,5 @@
-"""The interop tests: anysmtp against private Postfix, Exim and Dovecot (LMTP)
-servers.
+"""The interop tests: anysmtp against private Postfix, Exim and Dovecot (LMTP
+and submission) servers.
 
 They run only under ``make interop``, which installs the servers and sets
 ``ANYSMTP_INTEROP=1``; anywhere else they are collected and skipped with the
@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from interop.servers import Endpoint, InteropServers, LmtpEndpoint
+from interop.servers import (
+    Endpoint,
+    InteropServers,
+    LmtpEndpoint,
+    SubmissionEndpoint,
+)
 from tests.interop.helpers import (
     SKIP_REASON,
     interop_enabled,
@@ -74,6 +79,12 @@ def endpoint(
 def lmtp(interop_servers: InteropServers) -> LmtpEndpoint:
     """Dovecot's LMTP server: its loopback port and Unix socket."""
     return interop_servers.lmtp
+
+
+@pytest.fixture
+def submission(interop_servers: InteropServers) -> SubmissionEndpoint:
+    """Dovecot's submission server: its two ports and the relay behind it."""
+    return interop_servers.submission
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import anysmtp
+from anysmtp._body import CHUNK_SIZE
 from interop.proxy import Session
 from interop.servers import (
     ACCOUNT,
@@ -31,6 +32,7 @@ from interop.servers import (
     Endpoint,
     EndpointSpec,
     LmtpEndpoint,
+    SubmissionEndpoint,
     split_trace_headers,
 )
 
@@ -283,6 +285,61 @@ def write_large_message(path: Path, body: bytes, size: int = LARGE_SIZE) -> Path
     return path
 
 
+def multichunk_message(
+    marker: str, *, to: tuple[str, ...], subject: str = "chunks"
+) -> bytes:
+    """About 700 KiB with bare LF line endings (three BDAT chunks of
+    anysmtp's): lines that start with a dot, lines that are only dots, 8-bit
+    bytes, and a CRLF whose CR ends the first chunk and whose LF starts the
+    second."""
+    head = make_message(marker, to=to, subject=subject, body=b"")
+    lines = [head.replace(b"\r\n", b"\n")]
+    size = len(lines[0])
+    generator = random.Random(2033)
+    alphabet = b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789.,"
+
+    def add(line: bytes) -> None:
+        nonlocal size
+        lines.append(line)
+        size += len(line)
+
+    number = 0
+    while size <= CHUNK_SIZE - 200:
+        number += 1
+        line = bytes(generator.choices(alphabet, k=70))
+        if number % 31 == 0:
+            line = b"." + line
+        elif number % 37 == 0:
+            line = b"."
+        elif number % 41 == 0:
+            line = b".."
+        elif number % 43 == 0:
+            line = line[:60] + "äöü €".encode()
+        add(line + b"\n")
+    # The CR at the last octet of the first chunk, its LF the next chunk's first.
+    add(b"x" * (CHUNK_SIZE - 1 - size) + b"\r")
+    add(b"\n.\n.after the boundary\n")
+    while size < int(2.7 * CHUNK_SIZE):
+        add(b"." + bytes(generator.choices(alphabet, k=76)) + b"\n")
+        add(bytes(generator.choices(alphabet, k=78)) + b"\n")
+    add(b"the end\n")
+    message = b"".join(lines)
+    assert message[CHUNK_SIZE - 1 : CHUNK_SIZE + 1] == b"\r\n"
+    assert b"\n.\n" in message
+    return message
+
+
+def canonical(message: bytes) -> bytes:
+    """``message`` as it must go over the wire: CRLF line endings."""
+    return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def dot_stuffed(content: bytes) -> bytes:
+    """``content`` (CRLF lines) as DATA sends it: a dot doubled at the start
+    of a line."""
+    return re.sub(rb"(?m)^\.", b"..", content)
+
+
 def message_marker(path: Path) -> str:
     """The X-Interop-Case marker of a message file."""
     with path.open("rb") as message:
@@ -330,14 +387,54 @@ def sync_lmtp_client(
         yield client
 
 
+# -- Submission (Dovecot) ----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def async_submission_client(
+    submission: SubmissionEndpoint, *, port: int, login: bool = True, **options: Any
+) -> AsyncIterator[anysmtp.AsyncSMTP]:
+    """A connected AsyncSMTP on ``port`` (a proxy's, in front of a submission
+    port), in cleartext, logged in by the keyword options with ``login`` (the
+    library picks PLAIN); ``options`` go to the constructor (``pipelining``,
+    ``chunking``)."""
+    credentials: dict[str, Any] = (
+        {"username": ACCOUNT, "password": PASSWORD} if login else {}
+    )
+    async with anysmtp.AsyncSMTP(
+        hostname=submission.host,
+        port=port,
+        timeout=TIMEOUT,
+        start_tls=False,
+        **credentials,
+        **options,
+    ) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def sync_submission_client(
+    submission: SubmissionEndpoint, *, port: int, login: bool = True
+) -> Iterator[anysmtp.SMTP]:
+    """A connected sync client on ``port`` (a proxy's), set up the smtplib
+    way: ``SMTP(host, port)``, then ``login()`` with ``login``."""
+    with anysmtp.SMTP(submission.host, port, timeout=TIMEOUT) as client:
+        if login:
+            code, _ = client.login(ACCOUNT, PASSWORD)
+            assert code == 235
+        yield client
+
+
+# -- Commands and replies on the wire -------------------------------------------------
+
 _BDAT_LINE = re.compile(rb"BDAT\s+(\d+)(\s+LAST)?\s*$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
-class LmtpExchange:
-    """One client command on an LMTP session and every final reply to it: one,
-    except for the end of the data (DATA's 354, then one per accepted
-    recipient; ``BDAT LAST``'s one per accepted recipient, RFC 2033).
+class WireExchange:
+    """One client command on a cleartext session and every final reply to it:
+    one, except on LMTP for the end of the data (DATA's 354, then one per
+    accepted recipient; ``BDAT LAST``'s one per accepted recipient, RFC 2033).
 
     ``sent_at`` and the replies' positions index :attr:`Session.events`, so
     comparing them tells what the client had seen when it sent a command (see
@@ -378,6 +475,10 @@ class LmtpExchange:
         return match is not None and match.group(2) is not None
 
 
+#: The name the LMTP tests use.
+LmtpExchange = WireExchange
+
+
 def _final_replies(session: Session) -> list[tuple[int, int]]:
     """The server's replies: ``(code, the event that completed it)``, the
     greeting first."""
@@ -394,10 +495,28 @@ def _final_replies(session: Session) -> list[tuple[int, int]]:
     return replies
 
 
-def lmtp_exchanges(session: Session) -> list[LmtpExchange]:
+def server_reply_codes(session: Session) -> list[int]:
+    """The code of every reply the server sent after its greeting, in order:
+    more than the client's commands got, if the server read something else
+    (a chunk's octets) as commands."""
+    return [code for code, _ in _final_replies(session)[1:]]
+
+
+def lmtp_exchanges(session: Session) -> list[WireExchange]:
     """The client's commands on a cleartext LMTP session with their replies, in
     order (:meth:`Session.exchanges` expects one reply to the end of the data:
     LMTP gives one per accepted recipient)."""
+    return _exchanges(session, lmtp=True)
+
+
+def smtp_exchanges(session: Session) -> list[WireExchange]:
+    """The client's commands on a cleartext SMTP session with their replies
+    (one each), in order, with the message contents (which
+    :meth:`Session.exchanges` skips)."""
+    return _exchanges(session, lmtp=False)
+
+
+def _exchanges(session: Session, *, lmtp: bool) -> list[WireExchange]:
     replies = iter(_final_replies(session)[1:])  # after the greeting
     client = bytearray()
     chunk_ends: list[tuple[int, int]] = []
@@ -412,7 +531,11 @@ def lmtp_exchanges(session: Session) -> list[LmtpExchange]:
     def take(count: int) -> list[tuple[int, int]]:
         return [reply for _, reply in zip(range(count), replies, strict=False)]
 
-    exchanges: list[LmtpExchange] = []
+    def end_of_data(accepted: int) -> int:
+        """How many replies the end of the data gets."""
+        return max(accepted, 1) if lmtp else 1
+
+    exchanges: list[WireExchange] = []
     accepted = 0  # recipients accepted in the open transaction
     in_transaction = False
     position = 0
@@ -427,18 +550,18 @@ def lmtp_exchanges(session: Session) -> list[LmtpExchange]:
         if verb == b"DATA" and code == 354:
             final = client.find(b"\r\n.\r\n", position - 2)
             if final < 0:  # cut off inside the content
-                exchanges.append(LmtpExchange(line, sent_at, tuple(taken)))
+                exchanges.append(WireExchange(line, sent_at, tuple(taken)))
                 break
             content = bytes(client[position : final + 2])
             position = final + 5
-            taken += take(max(accepted, 1))
+            taken += take(end_of_data(accepted))
             in_transaction = False
         elif (match := _BDAT_LINE.match(line)) is not None:
             size = int(match.group(1))
             content = bytes(client[position : position + size])
             position += size
             if match.group(2) is not None:
-                taken += take(max(accepted, 1) - 1)
+                taken += take(end_of_data(accepted) - 1)
                 in_transaction = False
         elif verb == b"MAIL":
             in_transaction, accepted = code == 250, 0
@@ -447,5 +570,5 @@ def lmtp_exchanges(session: Session) -> list[LmtpExchange]:
                 accepted += 1
         else:  # RSET, LHLO, NOOP... end any transaction
             in_transaction = False
-        exchanges.append(LmtpExchange(line, sent_at, tuple(taken), content))
+        exchanges.append(WireExchange(line, sent_at, tuple(taken), content))
     return exchanges
