@@ -1580,7 +1580,7 @@ class AsyncSMTP:
             await self._rset()
             raise SMTPRecipientsRefused(senderrs)
         if chunking:
-            code, resp = await self._bdat(body, binary, window=1)
+            code, resp = await self._bdat(body, binary, from_addr, window=1)
         else:
             code, resp = await self.data(message)
         return await self._finish_transaction(code, resp, senderrs)
@@ -1647,6 +1647,7 @@ class AsyncSMTP:
             return await self._finish_chunked(
                 body,
                 binary,
+                from_addr,
                 senderrs,
                 sender_refused or len(senderrs) == len(recipients),
             )
@@ -1673,12 +1674,14 @@ class AsyncSMTP:
         self,
         body: MessageBody,
         binary: bool,
+        sender: str,
         senderrs: SendErrors,
         refused: SMTPSenderRefused | bool,
     ) -> SendErrors:
         """The pipelined BDAT transaction after the envelope's replies: RSET
         when it never started, else the chunks.
 
+        :param sender: the envelope sender.
         :param refused: the sender's refusal, or whether every recipient was
             refused."""
         if refused:
@@ -1686,22 +1689,33 @@ class AsyncSMTP:
             if isinstance(refused, SMTPSenderRefused):
                 raise refused
             raise SMTPRecipientsRefused(senderrs)
-        reply = await self._bdat(body, binary, window=self._bdat_window)
+        reply = await self._bdat(body, binary, sender, window=self._bdat_window)
         return await self._finish_transaction(reply[0], reply[1], senderrs)
 
     async def _bdat(
-        self, body: MessageBody, binary: bool, *, window: int
+        self, body: MessageBody, binary: bool, sender: str, *, window: int
     ) -> SMTPResponse:
         """Send the message in BDAT chunks (RFC 3030) and return the reply to the
         last one, or to the first refused one (nothing more is sent then).
 
+        :param sender: the envelope sender, for :exc:`SMTPMessageTooLarge`.
         :param window: how many chunks may await their replies: 1 without
             PIPELINING, where each reply must come before the next chunk.
+        :raises SMTPMessageTooLarge: the message, of a size not known before,
+            would go past the server's SIZE limit: it stopped short of it (the
+            transaction is reset).
         """
+        # No chunk goes past the server's SIZE limit: a server that finds a
+        # chunk too large half-way may read the rest of it as commands (Exim
+        # 4.96 does), which would let a message's content run in the session.
+        limit = self._server_size_limit()
         data = body.data
         if data is not None and (binary or crlf_only(data)):
             # Nothing to change: one chunk, sent as it is, without a copy.
             tail = b"" if binary or data.endswith(b"\r\n") else b"\r\n"
+            if limit and len(data) + len(tail) > limit:
+                await self._rset()
+                raise SMTPMessageTooLarge(len(data) + len(tail), limit, sender)
             await self.send(b"BDAT %d LAST\r\n" % (len(data) + len(tail)))
             await self.send(data)
             if tail:
@@ -1715,6 +1729,10 @@ class AsyncSMTP:
         unanswered = 0
         refusal: SMTPResponse | None = None
         pending: bytes | None = None
+        #: The octets sent in chunks so far, and how many the message would
+        #: have had when it stopped short of ``limit``.
+        sent = 0
+        too_large = 0
         try:
             async with contextlib.aclosing(body.chunks()) as chunks:
                 async for chunk in chunks:
@@ -1722,7 +1740,11 @@ class AsyncSMTP:
                     if not payload:
                         continue
                     if pending is not None:
+                        if limit and sent + len(pending) > limit:
+                            too_large = sent + len(pending)
+                            break
                         await self.send(b"BDAT %d\r\n%b" % (len(pending), pending))
+                        sent += len(pending)
                         unanswered += 1
                         if unanswered >= window:
                             unanswered -= 1
@@ -1736,22 +1758,37 @@ class AsyncSMTP:
             # back in step (a stream that failed or yielded str).
             self._drop_connection()
             raise
-        if refusal is None:
+        if refusal is None and not too_large:
             tail = b"" if encoder is None else encoder.finish()
             last = tail if pending is None else pending + tail
-            await self.send(b"BDAT %d LAST\r\n%b" % (len(last), last))
-            unanswered += 1
-            self._final_reply_pending = True
+            if limit and sent + len(last) > limit:
+                too_large = sent + len(last)
+            else:
+                await self.send(b"BDAT %d LAST\r\n%b" % (len(last), last))
+                unanswered += 1
+                self._final_reply_pending = True
         final: SMTPResponse | None = refusal
         for left in range(unanswered - 1, -1, -1):
             reply = await self._bdat_reply()
             if final is None or final[0] == 250:
                 # The last one answers BDAT LAST (nothing was refused before).
-                final = reply if left else await self._final_reply(reply)
+                last_chunk = not left and not too_large
+                final = await self._final_reply(reply) if last_chunk else reply
         self._final_reply_pending = False
+        if too_large and (final is None or final[0] == 250):
+            # Stopped short of the limit, every chunk sent taken: the
+            # transaction ends here (RFC 3030 section 4.1: RSET aborts it).
+            await self._rset()
+            raise SMTPMessageTooLarge(too_large, limit, sender, streamed=True)
         assert final is not None
         self._last_data_response = final
         return final
+
+    def _server_size_limit(self) -> int:
+        """The server's SIZE limit in octets (RFC 1870); 0 when none."""
+        if not self.does_esmtp or not self.has_extn("size"):
+            return 0
+        return _size_limit(self.esmtp_features.get("size", ""))
 
     async def _bdat_reply(self) -> SMTPResponse:
         reply = await self.getreply()

@@ -86,16 +86,25 @@ class SMTPTLSError(SMTPException, ssl.SSLError):
 
 
 class SMTPMessageTooLarge(SMTPSenderRefused):
-    """The message is larger than the server's SIZE limit; nothing was sent.
+    """The message is larger than the server's SIZE limit (RFC 1870).
+
+    A message whose size is known is refused before anything is sent.  One
+    whose size is not known in advance (a stream) stops short of the limit:
+    no BDAT chunk goes past it, and the transaction is reset (a server that
+    finds a chunk too large half-way may read the rest of it as commands).
 
     It is an :exc:`smtplib.SMTPSenderRefused` with code 552, what the server
     would have answered to MAIL, so existing ``except`` clauses still apply.
+    ``size`` is the message's size, or for a stream the octets it had reached.
     """
 
-    def __init__(self, size: int, limit: int, sender: str) -> None:
+    def __init__(
+        self, size: int, limit: int, sender: str, *, streamed: bool = False
+    ) -> None:
+        how = "stopped before the limit" if streamed else "checked before sending"
         message = (
-            f"5.3.4 Message size {size} exceeds the server's limit of {limit} "
-            "bytes (checked before sending)"
+            f"5.3.4 Message size {'of at least ' if streamed else ''}{size} exceeds "
+            f"the server's limit of {limit} bytes ({how})"
         ).encode("ascii")
         super().__init__(552, message, sender)
         self.size = size

@@ -309,6 +309,82 @@ async def test_refused_chunk_stops_the_upload(
     assert server.delivered == []
 
 
+#: A SIZE limit that falls inside the fourth chunk of a stream.
+SIZE_LIMIT = 3 * CHUNK_SIZE + CHUNK_SIZE // 2
+
+
+def oversized_stream() -> io.BytesIO:
+    """A message of unknown size (no SIZE= on MAIL) over ``SIZE_LIMIT``, whose
+    lines look like commands (what a server that read the rest of a chunk as
+    commands would run)."""
+    line = b"RSET\r\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<victim@example.net>\r\n"
+    return io.BytesIO(line * (8 * CHUNK_SIZE // len(line)))
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "serial"])
+async def test_a_stream_stops_short_of_the_size_limit(
+    anyio_backend: str, pipelining: bool
+) -> None:
+    # No chunk goes past the server's SIZE: a server that finds a chunk too
+    # large half-way may take the rest of it for commands (Exim does).
+    extensions = (b"CHUNKING", b"SIZE %d" % SIZE_LIMIT)
+    if pipelining:
+        extensions += (b"PIPELINING",)
+    server = Server(extensions=extensions)
+    outcome, _ = await send_async(server, ALICE, [BOB], oversized_stream())
+    assert isinstance(outcome, anysmtp.SMTPMessageTooLarge)
+    assert outcome.smtp_code == 552
+    assert outcome.limit == SIZE_LIMIT
+    assert outcome.size > SIZE_LIMIT
+    assert server.chunk_sizes == [CHUNK_SIZE] * 3
+    assert [each.split(b" ")[0].lower() for each in server.commands] == [
+        b"mail",
+        b"rcpt",
+        b"bdat",
+        b"bdat",
+        b"bdat",
+        b"rset\r\n",
+        b"quit\r\n",
+    ]
+    assert server.delivered == []
+
+
+def test_a_stream_stops_short_of_the_size_limit_sync() -> None:
+    server = Server(extensions=(b"PIPELINING", b"CHUNKING", b"SIZE %d" % SIZE_LIMIT))
+    outcome, _ = send_sync(server, ALICE, [BOB], oversized_stream())
+    assert isinstance(outcome, anysmtp.SMTPMessageTooLarge)
+    assert server.chunk_sizes == [CHUNK_SIZE] * 3
+    # QUIT as smtplib's __exit__ says it.
+    assert server.commands[-2:] == [b"rset\r\n", b"QUIT\r\n"]
+
+
+async def test_a_line_end_added_at_the_limit_stops_the_message(
+    anyio_backend: str,
+) -> None:
+    # The message's own size is within SIZE (so MAIL goes), the CRLF that BDAT
+    # adds at its end is not: nothing of it is sent.
+    server = Server(extensions=(b"PIPELINING", b"CHUNKING", b"SIZE 1000"))
+    outcome, _ = await send_async(server, ALICE, [BOB], b"z" * 999)
+    assert isinstance(outcome, anysmtp.SMTPMessageTooLarge)
+    assert (outcome.size, outcome.limit) == (1001, 1000)
+    assert server.chunk_sizes == []
+    assert server.commands[-2:] == [b"rset\r\n", b"QUIT\r\n"]
+
+
+async def test_a_refused_chunk_before_the_limit_is_the_servers_refusal(
+    anyio_backend: str,
+) -> None:
+    server = Server(
+        extensions=(b"PIPELINING", b"CHUNKING", b"SIZE %d" % SIZE_LIMIT),
+        chunk_replies={2: b"552 5.3.4 too big"},
+    )
+    outcome, _ = await send_async(server, ALICE, [BOB], oversized_stream())
+    assert isinstance(outcome, anysmtp.SMTPDataError)
+    assert (outcome.smtp_code, outcome.smtp_error) == (552, b"5.3.4 too big")
+    assert server.chunk_sizes == [CHUNK_SIZE] * 3
+    assert server.delivered == []
+
+
 async def test_binarymime_sends_the_bytes_as_they_are(anyio_backend: str) -> None:
     server = Server(extensions=(b"PIPELINING", b"CHUNKING", b"BINARYMIME"), batch=2)
     binary = b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\n.\r\r\n\xff"
