@@ -57,7 +57,8 @@ bench: $(BENCH_STAMP)
 soak: $(STAMP)
 	ANYSMTP_SOAK_MESSAGES=20000 $(BIN)/python -m pytest -m soak --timeout=900 tests $(PYTEST_ARGS)
 
-## make interop: the client against private Postfix, Exim and Dovecot (LMTP) on loopback
+## make interop: the client against private Postfix, Exim and Dovecot (LMTP and
+## submission) on loopback
 ## (as root on Debian: installs them with apt-get; otherwise skipped with a message)
 interop: $(STAMP)
 	sh interop/run.sh $(BIN)/python $(PYTEST_ARGS)

@@ -1,5 +1,5 @@
 """Real mail servers for the interop tests: private Postfix, Exim and Dovecot
-(LMTP) on loopback.
+(LMTP and submission) on loopback.
 
 ``interop/install.sh`` installs them (root only); :mod:`interop.servers` builds
 their configurations in a temporary directory, starts and stops them;

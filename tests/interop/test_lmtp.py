@@ -15,14 +15,12 @@ from __future__ import annotations
 import itertools
 import os
 import pwd
-import random
 import re
 from collections.abc import Iterator
 
 import pytest
 
 import anysmtp
-from anysmtp._body import CHUNK_SIZE
 from interop.proxy import RecordingProxy
 from interop.servers import (
     ACCOUNT,
@@ -42,8 +40,11 @@ from tests.interop.helpers import (
     as_stored,
     assert_same_bytes,
     async_lmtp_client,
+    canonical,
+    dot_stuffed,
     lmtp_exchanges,
     make_message,
+    multichunk_message,
     new_marker,
     skip_unless_enabled,
     sync_lmtp_client,
@@ -165,10 +166,6 @@ def check_chunks(
     assert chunks[0].sent_at > rcpts[-1].first_reply_at, exchanges
     check_lockstep(chunks)
     assert [each.codes for each in chunks] == [[250]] * (len(chunks) - 1) + [codes]
-
-
-def dot_stuffed(content: bytes) -> bytes:
-    return re.sub(rb"(?m)^\.", b"..", content)
 
 
 def check_data(exchanges: list[LmtpExchange], content: bytes, codes: list[int]) -> None:
@@ -488,53 +485,6 @@ def test_refused_sender_sync(lmtp: LmtpEndpoint, proxy: RecordingProxy) -> None:
 # -- a message of several chunks -----------------------------------------------------
 
 
-def multichunk_message(marker: str) -> bytes:
-    """About 700 KiB with bare LF line endings (three BDAT chunks of
-    anysmtp's): lines that start with a dot, lines that are only dots, 8-bit
-    bytes, and a CRLF whose CR ends the first chunk and whose LF starts the
-    second."""
-    head = make_message(marker, to=(ALICE, BOB), subject="LMTP chunks", body=b"")
-    lines = [head.replace(b"\r\n", b"\n")]
-    size = len(lines[0])
-    generator = random.Random(2033)
-    alphabet = b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789.,"
-
-    def add(line: bytes) -> None:
-        nonlocal size
-        lines.append(line)
-        size += len(line)
-
-    for number in itertools.count(1):
-        if size > CHUNK_SIZE - 200:
-            break
-        line = bytes(generator.choices(alphabet, k=70))
-        if number % 31 == 0:
-            line = b"." + line
-        elif number % 37 == 0:
-            line = b"."
-        elif number % 41 == 0:
-            line = b".."
-        elif number % 43 == 0:
-            line = line[:60] + "äöü €".encode()
-        add(line + b"\n")
-    # The CR at the last octet of the first chunk, its LF the next chunk's first.
-    add(b"x" * (CHUNK_SIZE - 1 - size) + b"\r")
-    add(b"\n.\n.after the boundary\n")
-    while size < int(2.7 * CHUNK_SIZE):
-        add(b"." + bytes(generator.choices(alphabet, k=76)) + b"\n")
-        add(bytes(generator.choices(alphabet, k=78)) + b"\n")
-    add(b"the end\n")
-    message = b"".join(lines)
-    assert message[CHUNK_SIZE - 1 : CHUNK_SIZE + 1] == b"\r\n"
-    assert b"\n.\n" in message
-    return message
-
-
-def canonical(message: bytes) -> bytes:
-    """``message`` as it must go over the wire: CRLF line endings."""
-    return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
 def check_multichunk(
     lmtp: LmtpEndpoint,
     proxy: RecordingProxy,
@@ -573,7 +523,7 @@ async def test_multichunk_bare_lf_message_async(
     lmtp: LmtpEndpoint, proxy: RecordingProxy, pipelining: bool, chunking: bool
 ) -> None:
     marker = new_marker()
-    message = multichunk_message(marker)
+    message = multichunk_message(marker, to=(ALICE, BOB), subject="LMTP chunks")
     async with async_lmtp_client(
         lmtp, port=proxy.port, pipelining=pipelining, chunking=chunking
     ) as client:
@@ -595,7 +545,7 @@ def test_multichunk_bare_lf_message_sync(
     lmtp: LmtpEndpoint, proxy: RecordingProxy
 ) -> None:
     marker = new_marker()
-    message = multichunk_message(marker)
+    message = multichunk_message(marker, to=(ALICE, BOB), subject="LMTP chunks")
     with sync_lmtp_client(lmtp, port=proxy.port) as client:
         refused = client.sendmail(ACCOUNT, [ALICE, BOB], message)
         replies = client.lmtp_data_replies
