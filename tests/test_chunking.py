@@ -327,7 +327,7 @@ async def test_a_stream_stops_short_of_the_size_limit(
 ) -> None:
     # No chunk goes past the server's SIZE: a server that finds a chunk too
     # large half-way may take the rest of it for commands (Exim does).
-    extensions = (b"CHUNKING", b"SIZE %d" % SIZE_LIMIT)
+    extensions: tuple[bytes, ...] = (b"CHUNKING", b"SIZE %d" % SIZE_LIMIT)
     if pipelining:
         extensions += (b"PIPELINING",)
     server = Server(extensions=extensions)
