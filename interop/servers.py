@@ -23,7 +23,6 @@ Ctrl-C: handy to try a client by hand.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import grp
 import os
@@ -35,18 +34,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import trustme
-from aiosmtpd.smtp import SMTP as _AiosmtpdSMTP
 
 from interop.proxy import RecordingProxy
+from tests.servers import AiosmtpdServer, ReceivedMessage, RecordingHandler
 
 __all__ = [
     "ACCOUNT",
@@ -66,7 +64,6 @@ __all__ = [
     "LmtpEndpoint",
     "MailServer",
     "OVER_QUOTA",
-    "RelayedMessage",
     "SUBMISSION_EXTENSIONS",
     "SUBMISSION_SIZE_LIMIT",
     "ServerError",
@@ -956,75 +953,20 @@ class _Exim:
 # -- The relay behind Dovecot's submission server ----------------------------------
 
 
-@dataclass(frozen=True)
-class RelayedMessage:
-    """One message as :class:`SubmissionRelay` received it."""
-
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    mail_options: tuple[str, ...]
-    #: The message as the relay read it after undoing the dot-stuffing: CRLF
-    #: line endings, what Dovecot added (a Received field) on top.
-    content: bytes
-
-
-class _RelayHandler:
-    """aiosmtpd's handler: keeps every message, refuses
-    :data:`RELAY_REFUSED_RECIPIENTS`."""
-
-    def __init__(self) -> None:
-        self.messages: list[RelayedMessage] = []
-        self.lock = threading.Lock()
-
-    async def handle_RCPT(
-        self,
-        server: Any,
-        session: Any,
-        envelope: Any,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        if address in RELAY_REFUSED_RECIPIENTS:
-            return f"550 <{address}>: Recipient address rejected"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        content = envelope.original_content
-        assert isinstance(content, bytes)
-        with self.lock:
-            self.messages.append(
-                RelayedMessage(
-                    mail_from=str(envelope.mail_from),
-                    rcpt_tos=tuple(envelope.rcpt_tos),
-                    mail_options=tuple(envelope.mail_options),
-                    content=content,
-                )
-            )
-        return "250 OK: queued"
-
-
 class SubmissionRelay:
-    """The SMTP server Dovecot's submission server relays to: aiosmtpd in a
-    thread with its own event loop (PIPELINING, 8BITMIME, SMTPUTF8; no
-    CHUNKING, so Dovecot relays with DATA), behind a :class:`RecordingProxy`
-    whose :attr:`~RecordingProxy.sessions` hold every command Dovecot sent.
+    """The SMTP server Dovecot's submission server relays to: the tests'
+    aiosmtpd server (:class:`tests.servers.AiosmtpdServer`: PIPELINING,
+    8BITMIME, SMTPUTF8; no CHUNKING, so Dovecot relays with DATA), refusing
+    :data:`RELAY_REFUSED_RECIPIENTS`, behind a :class:`RecordingProxy` whose
+    :attr:`~RecordingProxy.sessions` hold every command Dovecot sent.
     """
 
     def __init__(self) -> None:
-        self._handler = _RelayHandler()
-        # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on such
-        # sockets (aiosmtpd writes a multi-line reply line by line).
-        self._sock = socket.socket(
-            socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        self._server = AiosmtpdServer(
+            RecordingHandler(refused_recipients=set(RELAY_REFUSED_RECIPIENTS)),
+            hostname=f"relay.{DOMAIN}",
+            enable_SMTPUTF8=True,
         )
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
         self._proxy: RecordingProxy | None = None
 
     @property
@@ -1044,59 +986,26 @@ class SubmissionRelay:
         return self.proxy.port
 
     def start(self) -> None:
-        self._thread.start()
-
-        async def serve() -> asyncio.Server:
-            return await self._loop.create_server(
-                lambda: _AiosmtpdSMTP(
-                    self._handler,
-                    hostname=f"relay.{DOMAIN}",
-                    decode_data=False,
-                    enable_SMTPUTF8=True,
-                ),
-                sock=self._sock,
-            )
-
-        self._server = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(10)
-        self._proxy = RecordingProxy(self._sock.getsockname()[:2])
+        self._server.start()
+        self._proxy = RecordingProxy((self._server.host, self._server.port))
 
     def stop(self) -> None:
         if self._proxy is not None:
             self._proxy.close()
             self._proxy = None
-
-        async def shutdown() -> None:
-            if self._server is not None:
-                self._server.close()
-                await self._server.wait_closed()
-            tasks = [
-                task
-                for task in asyncio.all_tasks()
-                if task is not asyncio.current_task()
-            ]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        if not self._loop.is_closed():
-            self._loop.close()
-        self._sock.close()
+        self._server.stop()
 
     @property
-    def messages(self) -> list[RelayedMessage]:
-        """Every message relayed so far, in order."""
-        with self._handler.lock:
-            return list(self._handler.messages)
+    def messages(self) -> list[ReceivedMessage]:
+        """Every message relayed so far, in order (``data``: CRLF line
+        endings, dot-stuffing undone, Dovecot's Received field on top)."""
+        return list(self._server.messages)
 
-    def with_marker(self, marker: bytes) -> list[RelayedMessage]:
+    def with_marker(self, marker: bytes) -> list[ReceivedMessage]:
         """The messages relayed so far that contain ``marker``."""
-        return [each for each in self.messages if marker in each.content]
+        return [each for each in self.messages if marker in each.data]
 
-    def relayed(self, marker: bytes, timeout: float = 30.0) -> RelayedMessage:
+    def relayed(self, marker: bytes, timeout: float = 30.0) -> ReceivedMessage:
         """The one relayed message that contains ``marker``.
 
         :raises AssertionError: none arrived within ``timeout`` seconds, or

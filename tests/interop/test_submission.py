@@ -37,7 +37,6 @@ from interop.servers import (
     SUBMISSION_EXTENSIONS,
     SUBMISSION_SIZE_LIMIT,
     UNKNOWN_RECIPIENT,
-    RelayedMessage,
     SubmissionEndpoint,
     SubmissionRelay,
     split_trace_headers,
@@ -60,6 +59,7 @@ from tests.interop.helpers import (
     smtp_exchanges,
     sync_submission_client,
 )
+from tests.servers import ReceivedMessage
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 skip_unless_enabled()
@@ -69,7 +69,7 @@ THREE = [CAROL, ALICE, BOB]
 #: The relay refuses both (RELAY_REFUSED_RECIPIENTS).
 UNKNOWN_TOO = f"nobody-else@{DOMAIN}"
 #: The text of the relay's refusal, which Dovecot passes on.
-RELAY_REFUSAL = b"Recipient address rejected"
+RELAY_REFUSAL = b"5.1.1 no such user"
 
 Refused = dict[str, tuple[int, bytes]]
 
@@ -125,19 +125,17 @@ def relay(submission: SubmissionEndpoint) -> RelayWatch:
 
 def assert_relayed(
     submission: SubmissionEndpoint, marker: str, sent: bytes, recipients: list[str]
-) -> RelayedMessage:
+) -> ReceivedMessage:
     """The relay received ``sent`` (CRLF lines) byte for byte for
     ``recipients``, from the account, under the Received field Dovecot adds
     (``with ESMTPA``: an authenticated session)."""
     message = submission.relay.relayed(marker.encode())
     assert message.mail_from == ACCOUNT
     assert list(message.rcpt_tos) == recipients
-    names, content = split_trace_headers(message.content)
-    assert names == ["received"], message.content[:2000]
-    assert received_with(message.content) == "esmtpa"
-    assert re.search(
-        rb"\tby submission\.interop\.test with ESMTPA\r\n", message.content
-    )
+    names, content = split_trace_headers(message.data)
+    assert names == ["received"], message.data[:2000]
+    assert received_with(message.data) == "esmtpa"
+    assert re.search(rb"\tby submission\.interop\.test with ESMTPA\r\n", message.data)
     assert_same_bytes(content, sent)
     return message
 
@@ -163,13 +161,13 @@ def envelope(exchanges: list[WireExchange]) -> tuple[WireExchange, list[WireExch
 
 
 def commands_read(
-    submission: SubmissionEndpoint, log_offset: int, relayed: RelayedMessage
+    submission: SubmissionEndpoint, log_offset: int, relayed: ReceivedMessage
 ) -> list[str]:
     """The commands Dovecot's submission process read (it logs each one) in
     the session that relayed ``relayed``, once that session ended; the
     Received field's transaction id names the session."""
-    match = re.search(rb"\r\n\tid (\S+)\r\n", relayed.content)
-    assert match is not None, relayed.content[:2000]
+    match = re.search(rb"\r\n\tid (\S+)\r\n", relayed.data)
+    assert match is not None, relayed.data[:2000]
     transaction = re.escape(match.group(1).decode())
     conn = r": Debug: smtp-server: conn \S+ \[\d+\]: "
     start = submission.wait_for_log(
