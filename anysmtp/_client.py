@@ -1537,7 +1537,7 @@ class AsyncSMTP:
         esmtp_opts = []
         if self.does_esmtp:
             if self.has_extn("size") and body.size is not None:
-                limit = _size_limit(self.esmtp_features.get("size", ""))
+                limit = self._server_size_limit()
                 if limit and body.size > limit:
                     raise SMTPMessageTooLarge(body.size, limit, from_addr)
                 esmtp_opts.append(f"size={body.size}")

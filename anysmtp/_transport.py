@@ -58,9 +58,9 @@ async def _connect_socket(
                 sock.bind(source_address)
         result = sock.connect_ex(address)
         if result in _IN_PROGRESS:
-            # A second look costs one system call: on loopback, or to a Unix
-            # socket, the connection is made by now (0, or EISCONN on some
-            # systems), which spares a wait through the event loop.
+            # A second look costs one system call: on loopback the handshake
+            # is over by now (0, or EISCONN on some systems), which spares a
+            # wait through the event loop.
             result = sock.connect_ex(address)
             if result == errno.EISCONN:
                 result = 0
