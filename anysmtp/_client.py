@@ -1785,9 +1785,11 @@ class AsyncSMTP:
         return final
 
     def _server_size_limit(self) -> int:
-        """The server's SIZE limit in octets (RFC 1870); 0 when none."""
-        if not self.does_esmtp or not self.has_extn("size"):
-            return 0
+        """The server's SIZE limit in octets (RFC 1870); 0 when none.
+
+        Read from what EHLO recorded, not through ``has_extn()``: that is a
+        hook, and smtplib calls it once per message (``sendmail`` does).
+        """
         return _size_limit(self.esmtp_features.get("size", ""))
 
     async def _bdat_reply(self) -> SMTPResponse:
