@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, Self, TypeAlias
 
 import anyio
 import anyio.lowlevel
@@ -777,7 +777,9 @@ class AsyncSMTP:
         data = s.encode(self.command_encoding) if isinstance(s, str) else bytes(s)
         sys.audit("smtplib.send", self._audit_object, data)
         try:
-            await transport.send_all(data, self.timeout)
+            rest = transport.send_now(data)
+            if rest is not None:
+                await transport.send_rest(rest, self.timeout)
         except SMTPTimeoutError:
             self.close()
             raise
@@ -832,7 +834,7 @@ class AsyncSMTP:
             self._print_debug(
                 "reply: retcode (%s); Msg: %a" % (raw.code, raw.message)  # noqa: UP031
             )
-        return SMTPResponse(raw.code, raw.message)
+        return raw.response
 
     def _arrived_reply(self) -> SMTPResponse | None:
         """The next reply if it has arrived already, else ``None`` (and always
@@ -851,7 +853,7 @@ class AsyncSMTP:
         except ReplyLimitError as exc:
             self.close()
             raise SMTPResponseException(500, str(exc)) from None
-        return None if raw is None else SMTPResponse(raw.code, raw.message)
+        return None if raw is None else raw.response
 
     async def docmd(self, cmd: str, args: str = "") -> SMTPResponse:
         """Send a command and return the server's reply.
@@ -1078,13 +1080,21 @@ class AsyncSMTP:
             raise
         await self.send(encoder.finish())
 
-    async def _end_of_data_reply(self) -> SMTPResponse:
+    async def _end_of_data_reply(self, pipelined: bool = False) -> SMTPResponse:
+        """The reply to the end of the message (all of them, for LMTP).
+
+        :param pipelined: the caller is the pipelined path, which no
+            :meth:`getreply` hook stands in for (:meth:`data` takes this path
+            with such a hook): a reply that has arrived is taken without one.
+        """
         self._final_reply_pending = True
-        # Not _arrived_reply(): data() takes this path with a getreply() hook.
-        code, repl = await self.getreply()
+        first = self._arrived_reply() if pipelined else None
+        if first is None:
+            code, repl = await self.getreply()
+            first = SMTPResponse(code, repl)
         if self.debuglevel > 0:
-            self._print_debug("data:", (code, repl))
-        reply = await self._final_reply(SMTPResponse(code, repl))
+            self._print_debug("data:", (first.code, first.message))
+        reply = await self._final_reply(first)
         self._final_reply_pending = False
         self._last_data_response = reply
         return reply
@@ -1474,7 +1484,8 @@ class AsyncSMTP:
         # reads may find every reply waiting and never reach a checkpoint).
         await anyio.lowlevel.checkpoint_if_cancelled()
         turns = self._transaction_turns
-        await turns.acquire()
+        if not turns.try_acquire():
+            await turns.acquire()
         try:
             token = HELD_TRANSACTIONS.set(held | {id(self)})
             # On asyncio's fast path the reader stays registered from wait to
@@ -1583,7 +1594,9 @@ class AsyncSMTP:
             code, resp = await self._bdat(body, binary, from_addr, window=1)
         else:
             code, resp = await self.data(message)
-        return await self._finish_transaction(code, resp, senderrs)
+        if code != 250:
+            await self._refuse_data(code, resp)
+        return self._transaction_result(senderrs)
 
     def _new_transaction(self) -> None:
         """Forget what the previous transaction left behind (both paths of
@@ -1592,15 +1605,21 @@ class AsyncSMTP:
         self._accepted_recipients = []
         self._data_refusals = {}
 
-    async def _finish_transaction(
-        self, code: int, resp: bytes, senderrs: SendErrors
-    ) -> SendErrors:
-        if code != 250:
-            if code == 421:
-                self.close()
-            else:
-                await self._rset()
-            raise SMTPDataError(code, resp)
+    async def _refuse_data(self, code: int, resp: bytes) -> NoReturn:
+        """End a transaction whose message the server refused.
+
+        :raises SMTPDataError: always (after RSET, or closing on 421).
+        """
+        if code == 421:
+            self.close()
+        else:
+            await self._rset()
+        raise SMTPDataError(code, resp)
+
+    def _transaction_result(self, senderrs: SendErrors) -> SendErrors:
+        """What :meth:`sendmail` returns once the message was accepted: the
+        recipients refused at RCPT, and those refused at the end of the data
+        (LMTP)."""
         senderrs.update(self._data_refusals)
         return senderrs
 
@@ -1667,8 +1686,10 @@ class AsyncSMTP:
         if data_code != 354:
             raise SMTPDataError(data_code, data_resp)
         await self._send_body(body)
-        code, resp = await self._end_of_data_reply()
-        return await self._finish_transaction(code, resp, senderrs)
+        code, resp = await self._end_of_data_reply(pipelined=True)
+        if code != 250:
+            await self._refuse_data(code, resp)
+        return self._transaction_result(senderrs)
 
     async def _finish_chunked(
         self,
@@ -1689,8 +1710,10 @@ class AsyncSMTP:
             if isinstance(refused, SMTPSenderRefused):
                 raise refused
             raise SMTPRecipientsRefused(senderrs)
-        reply = await self._bdat(body, binary, sender, window=self._bdat_window)
-        return await self._finish_transaction(reply[0], reply[1], senderrs)
+        code, resp = await self._bdat(body, binary, sender, window=self._bdat_window)
+        if code != 250:
+            await self._refuse_data(code, resp)
+        return self._transaction_result(senderrs)
 
     async def _bdat(
         self, body: MessageBody, binary: bool, sender: str, *, window: int

@@ -18,6 +18,8 @@ import io
 import re
 from typing import NamedTuple
 
+from ._response import SMTPResponse
+
 __all__ = [
     "CRLF",
     "MAX_REPLY_SIZE",
@@ -214,6 +216,9 @@ class RawReply(NamedTuple):
     code: int
     message: bytes
     lines: list[bytes]
+    #: ``(code, message)`` as the client returns it, made once per parse (a
+    #: reply the parser has seen lately is returned again, with this).
+    response: SMTPResponse
 
 
 #: How many one-line replies a parser remembers, and the longest it does.
@@ -322,8 +327,10 @@ class ReplyParser:
                     return reply
                 if whole[:3].isdigit():
                     del buffer[: end + 1]
+                    code = int(whole[:3])
+                    message = whole[4:].strip(b" \t\r\n")
                     reply = RawReply(
-                        int(whole[:3]), whole[4:].strip(b" \t\r\n"), [whole]
+                        code, message, [whole], SMTPResponse(code, message)
                     )
                     if short:
                         if len(self._seen) >= _SEEN_LIMIT:
@@ -348,7 +355,7 @@ class ReplyParser:
         self._lines = []
         self._size = 0
         message = b"\n".join([each[4:].strip(b" \t\r\n") for each in lines])
-        return RawReply(code, message, lines)
+        return RawReply(code, message, lines, SMTPResponse(code, message))
 
 
 #: Above this size a body is searched dot by dot first (see

@@ -257,6 +257,11 @@ class Transport:
     def times_waits_itself(self) -> bool:
         """Whether each wait carries its own deadline without a cancel scope
         (asyncio's fast path, in the loop the socket was connected in)."""
+        if self._reader_held:
+            # Only a transaction on this fast path holds the reader: the
+            # waits within it need not ask asyncio again (its running-loop
+            # check makes a getpid() system call each time).
+            return True
         loop = self._loop
         return loop is not None and loop is asyncio._get_running_loop()
 
@@ -411,7 +416,7 @@ class Transport:
         loop = self._loop
         if deadline is None:
             await self._wait_ready(readable)
-        elif loop is not None and loop is asyncio._get_running_loop():
+        elif loop is not None and self.times_waits_itself:
             return await self._wait_until(loop, readable, deadline)
         else:
             with anyio.CancelScope(deadline=deadline) as scope:
@@ -445,7 +450,7 @@ class Transport:
     def _deadline_after(self, timeout: float) -> float:
         """``timeout`` seconds from now on the running loop's clock."""
         loop = self._loop
-        if loop is not None and loop is asyncio._get_running_loop():
+        if loop is not None and self.times_waits_itself:
             return loop.time() + timeout
         return anyio.current_time() + timeout
 
@@ -572,34 +577,41 @@ class Transport:
                 continue
             view = view[sent:]
 
-    async def send_all(self, data: bytes, timeout: float | None) -> None:
-        """Send all of ``data``.
+    def send_now(self, data: bytes) -> memoryview | None:
+        """Send what the socket takes of ``data`` at once, without waiting: the
+        common case, a command or a chunk that fits the socket buffer, needs no
+        wait, so no deadline and no coroutine.
 
-        :raises OSError: the socket failed (the caller maps it, as smtplib does).
-        :raises SMTPReadTimeoutError: the server did not accept it within
-            ``timeout``.
+        :returns: ``None`` when all of it went, else the rest, for
+            :meth:`send_rest`.
+        :raises OSError: the socket failed (the caller maps it, as smtplib does;
+            the connection is closed).
         """
-        sock = self._sock
-        view = memoryview(data)
         # A reply to what goes out now is worth a read before any wait.
         self._drained = False
         try:
-            # The common case, a command or a chunk that fits the socket buffer,
-            # needs no wait and so no cancel scope.
-            sent = sock.send(view)
+            sent = self._sock.send(data)
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             sent = 0
         except BaseException:
             self.close()
             raise
-        if sent == len(view):
-            return
-        view = view[sent:]
+        if sent == len(data):
+            return None
+        return memoryview(data)[sent:]
+
+    async def send_rest(self, rest: memoryview, timeout: float | None) -> None:
+        """Send what :meth:`send_now` left, waiting for the socket as needed.
+
+        :raises OSError: the socket failed (the caller maps it, as smtplib does).
+        :raises SMTPReadTimeoutError: the server did not accept it within
+            ``timeout``.
+        """
         try:
             deadline = None
             if timeout is not None:
                 deadline = self._deadline_after(timeout)
-            await self._send_rest(view, deadline)
+            await self._send_rest(rest, deadline)
         except TimeoutError:
             self.close()
             raise SMTPReadTimeoutError(

@@ -30,6 +30,13 @@ class Turns:
         """Whether a task holds it."""
         return self._held
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (no coroutine): whether it was."""
+        if self._held:
+            return False
+        self._held = True
+        return True
+
     async def acquire(self) -> None:
         """Take the lock, waiting for the tasks ahead.
 

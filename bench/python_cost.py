@@ -39,11 +39,16 @@ FINAL_REPLY = b"250 2.0.0 Ok: queued as 12345\r\n"
 class StubTransport(_transport.Transport):
     """Answers the pipelined envelope and the message as smtp-sink does."""
 
-    async def send_all(self, data: bytes, timeout: float | None) -> None:
+    def send_now(self, data: bytes) -> memoryview | None:
         if data.endswith(b"data\r\n"):
             self._parser.feed(ENVELOPE_REPLIES)
         elif data.endswith(b".\r\n"):
             self._parser.feed(FINAL_REPLY)
+        return None
+
+    async def send_all(self, data: bytes, timeout: float | None) -> None:
+        # What anysmtp before send_now() called for every send.
+        self.send_now(data)
 
 
 async def main() -> None:

@@ -36,6 +36,7 @@ from anysmtp._protocol import (
     has_dot_after_lf,
     quoteaddr,
 )
+from anysmtp._response import SMTPResponse
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -188,7 +189,10 @@ def test_single_line_reply() -> None:
     parser.feed(b"250 2.0.0 Ok: queued as 12345\r\n")
     reply = parser.next_reply()
     assert reply == RawReply(
-        250, b"2.0.0 Ok: queued as 12345", [b"250 2.0.0 Ok: queued as 12345\r\n"]
+        250,
+        b"2.0.0 Ok: queued as 12345",
+        [b"250 2.0.0 Ok: queued as 12345\r\n"],
+        SMTPResponse(250, b"2.0.0 Ok: queued as 12345"),
     )
     assert parser.next_reply() is None
     assert parser.buffered == 0
@@ -351,7 +355,9 @@ def test_clear_forgets_a_partial_reply_and_eof() -> None:
     assert not parser.at_eof
     parser.feed(b"220 fresh\r\n")
     reply = parser.next_reply()
-    assert reply == RawReply(220, b"fresh", [b"220 fresh\r\n"])
+    assert reply == RawReply(
+        220, b"fresh", [b"220 fresh\r\n"], SMTPResponse(220, b"fresh")
+    )
 
 
 def test_clear_after_a_limit_error_makes_the_parser_usable() -> None:
