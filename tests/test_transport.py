@@ -362,6 +362,80 @@ async def test_unix_socket_missing() -> None:
         shutil.rmtree(directory)
 
 
+@contextmanager
+def full_unix_listener() -> Iterator[tuple[socket.socket, str]]:
+    """A Unix listener that accepts nothing yet, its backlog full: a
+    non-blocking connect() to it says EAGAIN."""
+    directory = tempfile.mkdtemp(prefix="anysmtp-")
+    path = os.path.join(directory, "full.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(path)
+        listener.listen(0)
+        while True:
+            filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            fillers.append(filler)
+            if filler.connect_ex(path):
+                break
+        yield listener, path
+    finally:
+        for each in fillers:
+            each.close()
+        listener.close()
+        shutil.rmtree(directory)
+
+
+async def test_unix_socket_with_a_full_backlog_waits_for_room() -> None:
+    # Before: the EAGAIN of a full backlog was taken for a connect in progress,
+    # and an unconnected socket (which polls as writable) for a connected one.
+    with full_unix_listener() as (listener, path):
+        received: list[bytes] = []
+
+        def serve() -> None:
+            # Room comes as the waiting connections are accepted; the client's
+            # is the last one in the queue.
+            time.sleep(0.2)
+            listener.settimeout(10)
+            accepted: list[socket.socket] = []
+            try:
+                while True:
+                    conn, _ = listener.accept()
+                    accepted.append(conn)
+                    conn.sendall(b"220 full.test ready\r\n")
+                    conn.settimeout(0.2)
+                    try:
+                        data = conn.recv(1024)
+                    except TimeoutError:
+                        continue  # a filler: it never speaks
+                    received.append(data)
+                    conn.sendall(b"221 bye\r\n")
+                    return
+            finally:
+                for each in accepted:
+                    each.close()
+
+        server = threading.Thread(target=serve)
+        server.start()
+        try:
+            smtp = anysmtp.AsyncSMTP(socket_path=path, timeout=10)
+            assert await smtp.connect() == (220, b"full.test ready")
+            assert await smtp.quit() == (221, b"bye")
+        finally:
+            server.join()
+    assert received == [b"quit\r\n"]
+
+
+async def test_unix_socket_with_a_full_backlog_times_out() -> None:
+    with full_unix_listener() as (_listener, path):
+        smtp = anysmtp.AsyncSMTP(socket_path=path, timeout=0.3)
+        async with no_fd_leak():
+            with pytest.raises(anysmtp.SMTPConnectTimeoutError):
+                await smtp.connect()
+        assert not smtp.is_connected
+
+
 async def test_socket_path_and_host_are_exclusive() -> None:
     with pytest.raises(ValueError, match="mutually exclusive"):
         anysmtp.AsyncSMTP("127.0.0.1", socket_path="/tmp/x.sock")
