@@ -40,12 +40,17 @@ SocketAddress = tuple[Any, ...]
 
 
 #: What a non-blocking ``connect()`` returns while the connection is being made
-#: (EAGAIN: a Unix socket whose listener's backlog is full).
+#: (Windows says EWOULDBLOCK).
 _IN_PROGRESS: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK})
+#: What a Unix socket's ``connect()`` says while the listener's backlog is full
+#: (Linux; BSD and macOS refuse the connection instead).
+_BACKLOG_FULL: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
 #: The first and the longest pause between the tries of a Unix socket's connect
 #: while the listener's backlog is full (seconds).
 _UNIX_RETRY_FIRST: Final = 0.001
 _UNIX_RETRY_MAX: Final = 0.05
+#: ``None`` where Python has no Unix sockets (Windows).
+_AF_UNIX: Final = getattr(socket, "AF_UNIX", None)
 
 
 async def _connect_socket(
@@ -62,18 +67,18 @@ async def _connect_socket(
             if source_address is not None:
                 sock.bind(source_address)
         result = sock.connect_ex(address)
-        if family == socket.AF_UNIX:
+        if family == _AF_UNIX:
             # A Unix socket connects at once, or says EAGAIN when the listener's
             # backlog is full.  Nothing tells when there is room (a blocking
             # connect() waits for it in the kernel; the socket, unconnected,
             # polls as writable at once), so the connect is tried again, ever
             # less often, until the caller's timeout.
             delay = _UNIX_RETRY_FIRST
-            while result in _IN_PROGRESS:
+            while result in _BACKLOG_FULL:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, _UNIX_RETRY_MAX)
                 result = sock.connect_ex(address)
-        elif result in _IN_PROGRESS:
+        if result in _IN_PROGRESS:
             # A second look costs one system call: on loopback the handshake
             # is over by now (0, or EISCONN on some systems), which spares a
             # wait through the event loop.
