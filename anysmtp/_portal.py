@@ -457,10 +457,7 @@ def run_in_portal(
             portal.cancel(future)
         else:
             future.cancel()
-        try:
-            portal.call(on_interrupt)
-        except RuntimeError:
-            pass  # the portal is gone: nothing is left to close
+        _close_through(portal, on_interrupt)
         raise
     # As in run_here(): the traceback keeps this frame, which must not hold the
     # future (and through it the error) while the error is raised.
@@ -470,11 +467,16 @@ def run_in_portal(
     if not isinstance(error, Exception):
         # A hook's SystemExit (say): the session stopped half-way, as after
         # Ctrl-C above.
-        try:
-            portal.call(on_interrupt)
-        except RuntimeError:
-            pass  # the portal is gone: nothing is left to close
+        _close_through(portal, on_interrupt)
     try:
         raise error
     finally:
         del error
+
+
+def _close_through(portal: Portal, on_interrupt: Callable[[], None]) -> None:
+    """Run ``on_interrupt`` (it closes the connection) in the portal's loop."""
+    try:
+        portal.call(on_interrupt)
+    except RuntimeError:
+        pass  # the portal is gone: nothing is left to close

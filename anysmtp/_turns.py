@@ -43,8 +43,7 @@ class Turns:
         A task cancelled while it waits leaves its place; one cancelled just as
         the lock came to it passes the lock on.
         """
-        if not self._held:
-            self._held = True
+        if self.try_acquire():
             return
         turn = anyio.Event()
         self._waiters.append(turn)
