@@ -3,7 +3,9 @@ chunks so that a large message never needs to sit in memory twice."""
 
 from __future__ import annotations
 
+import contextlib
 import email.message
+import inspect
 import io
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
@@ -86,6 +88,15 @@ class MessageBody:
                 if not chunk:
                     return
                 yield _checked(chunk)
+        elif inspect.isasyncgen(stream):
+            # An async generator exists only to be read: one that is left
+            # half-read (a refusal, a bad chunk, a lost connection) is closed
+            # here, so its ``finally`` runs now and not when the garbage
+            # collector finds it (trio warns then).  Other async iterables
+            # (a stream, say) are the caller's to close, as files are.
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    yield _checked(chunk)
         elif isinstance(stream, AsyncIterable):
             async for chunk in stream:
                 yield _checked(chunk)

@@ -294,7 +294,8 @@ def _forget_portals_in_child() -> None:
         holder.close()
 
 
-os.register_at_fork(after_in_child=_forget_portals_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_forget_portals_in_child)
 
 
 class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
@@ -338,7 +339,8 @@ class _ThreadLoop:
             self.loop.close()
 
     def __del__(self) -> None:
-        self.close()
+        if hasattr(self, "loop"):  # not when making the loop failed
+            self.close()
 
 
 _thread_loops = threading.local()

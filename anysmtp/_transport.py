@@ -178,8 +178,16 @@ async def open_tcp_socket(
 
 
 async def open_unix_socket(path: str | bytes | os.PathLike[str]) -> socket.socket:
-    """Connect to a Unix domain socket at ``path``."""
-    return await _connect_socket(socket.AF_UNIX, os.fsdecode(path))
+    """Connect to a Unix domain socket at ``path``.
+
+    :raises OSError: the platform has no Unix domain sockets (Python on
+        Windows).
+    """
+    if _AF_UNIX is None:
+        raise OSError(
+            errno.EAFNOSUPPORT, "Unix domain sockets are not available on this platform"
+        )
+    return await _connect_socket(_AF_UNIX, os.fsdecode(path))
 
 
 _CLOSED_WHILE_WAITING = "Connection closed while waiting for the server"

@@ -90,6 +90,30 @@ async def test_a_stream_that_yields_text_closes_the_connection(
     assert smtpd.messages == []
 
 
+async def test_a_generator_left_half_read_is_closed(smtpd: AiosmtpdServer) -> None:
+    # An async generator that anysmtp stops reading is closed at once (its
+    # ``finally`` runs), not left to the garbage collector: trio warns about
+    # those, and the generator may hold a file or a lock until then.
+    closed: list[str] = []
+
+    async def bad() -> AsyncIterator[object]:
+        try:
+            yield b"Subject: x\r\n\r\n"
+            yield "text"
+            yield b"never read\r\n"
+        finally:
+            closed.append("finally")
+
+    stream = bad()
+    smtp = anysmtp.AsyncSMTP(hostname=smtpd.host, port=smtpd.port)
+    await smtp.connect()
+    with pytest.raises(TypeError, match="must yield bytes"):
+        await smtp.sendmail("a@example.com", ["b@example.com"], stream)  # type: ignore[arg-type]
+    assert closed == ["finally"]
+    assert not smtp.is_connected
+    assert smtpd.messages == []
+
+
 async def test_size_limit_is_checked_before_sending() -> None:
     def script(conn: ScriptedConnection) -> None:
         conn.greet_and_ehlo((b"SIZE 1000",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import smtplib
 import socket
@@ -176,6 +177,41 @@ def test_import_starts_no_thread() -> None:
         """
     )
     assert output.strip() == "1"
+
+
+@pytest.mark.subprocess
+def test_works_where_python_cannot_fork_or_use_unix_sockets(
+    smtpd: AiosmtpdServer,
+) -> None:
+    # Python on Windows has no os.fork, os.register_at_fork or socket.AF_UNIX:
+    # importing anysmtp must not need the first two, and LMTP over a path
+    # says why it cannot connect.  (AF_UNIX is taken from anysmtp alone here:
+    # asyncio's loop on Linux needs it.)
+    output = run_python(
+        """
+        import os, sys
+        del os.fork, os.register_at_fork
+        import anysmtp as smtplib
+        from anysmtp import _transport
+        _transport._AF_UNIX = None
+        message = "Subject: x\\n\\nhi"
+        with smtplib.SMTP(sys.argv[1], int(sys.argv[2])) as server:
+            print(server.sendmail("a@example.com", "b@example.com", message))
+        try:
+            smtplib.LMTP("/tmp/no-such.sock")
+        except OSError as exc:
+            print(type(exc).__name__, exc)
+        """,
+        smtpd.host,
+        str(smtpd.port),
+    )
+    assert output == (
+        "{}\n"
+        f"OSError [Errno {errno.EAFNOSUPPORT}] "
+        "Unix domain sockets are not available on this platform\n"
+    )
+    [received] = smtpd.messages
+    assert received.data == b"Subject: x\r\n\r\nhi\r\n"
 
 
 @pytest.mark.subprocess
