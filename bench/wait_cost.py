@@ -1,0 +1,122 @@
+"""The client's cost of one small message when every reply must be waited for,
+against the floor's, without a server process or the scheduler.
+
+A development aid, not part of ``make bench``.  ``bench/python_cost.py``
+measures the Python work of a ``sendmail()`` whose replies have all arrived
+(the usual case with the sink on the same CPU); against a remote server, or a
+server that is not scheduled at once, each of a message's two replies is
+waited for, through the event loop.  Here a fake server on the other end of a
+socket pair, in the same asyncio loop, answers each write from its own reader
+callback, so the client's read finds nothing and waits every time.  The fake
+server's work is the same for both clients; the difference between the two
+lines is what anysmtp's waits cost more than the floor's.
+
+It uses anysmtp internals (``Transport``) and may need updating when they
+change.
+
+Run: ``.venv/bin/python bench/wait_cost.py`` (add a path to measure the
+anysmtp package in another directory, for example a ``git archive`` of another
+commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+if len(sys.argv) > 1:
+    sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, str(Path(__file__).parent))
+
+import floor
+
+import anysmtp
+from anysmtp import _transport
+
+MESSAGE = (
+    b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\n"
+    + b"The quick brown fox jumps over the lazy dog, again and again.\r\n" * 15
+)
+SENDER = "a@example.com"
+RECIPIENTS = ["b@example.net"]
+ENVELOPE_REPLIES = (
+    b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+)
+FINAL_REPLY = b"250 2.0.0 Ok: queued as 12345\r\n"
+MESSAGES = 20_000
+
+
+class FakeServer:
+    """Answers the pipelined envelope and the message as smtp-sink does, from
+    a reader callback in the client's loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.buffer = bytearray(65536)
+        loop.add_reader(sock.fileno(), self.on_readable)
+
+    def on_readable(self) -> None:
+        received = self.sock.recv_into(self.buffer)
+        tail = bytes(self.buffer[max(0, received - 6) : received])
+        if tail.lower().endswith(b"data\r\n"):
+            self.sock.send(ENVELOPE_REPLIES)
+        elif tail.endswith(b"\r\n.\r\n"):
+            self.sock.send(FINAL_REPLY)
+
+
+def floor_sender(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket
+) -> Callable[[], Awaitable[object]]:
+    built = floor.Floor("unused", 0, SENDER, RECIPIENTS, MESSAGE)
+    client = built.client()
+    sock.setblocking(False)
+    client.connection = floor.Connection(loop, sock)
+    return lambda: client.sendmail(SENDER, RECIPIENTS, MESSAGE)
+
+
+def anysmtp_sender(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket
+) -> Callable[[], Awaitable[object]]:
+    client = anysmtp.AsyncSMTP(hostname="stub", port=1, start_tls=False)
+    client._transport = _transport.Transport(sock)
+    client.esmtp_features = {"pipelining": "", "8bitmime": ""}
+    client.does_esmtp = True
+    client.ehlo_resp = b"stub"
+    return lambda: client.sendmail(SENDER, RECIPIENTS, MESSAGE)
+
+
+async def measure(
+    make: Callable[
+        [asyncio.AbstractEventLoop, socket.socket], Callable[[], Awaitable[object]]
+    ],
+) -> float:
+    """The best of five runs of :data:`MESSAGES` messages, per message."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    FakeServer(loop, theirs)
+    send = make(loop, ours)
+    for _ in range(1000):
+        await send()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(MESSAGES):
+            await send()
+        best = min(best, (time.perf_counter() - start) / MESSAGES)
+    return best
+
+
+def main() -> None:
+    for name, make in (("floor", floor_sender), ("anysmtp", anysmtp_sender)):
+        cost = asyncio.run(measure(make))
+        print(f"{name}: {cost * 1e6:.2f} us per message, every reply waited for")
+    print(f"({anysmtp.__file__})")
+
+
+if __name__ == "__main__":
+    main()
