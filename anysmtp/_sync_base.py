@@ -7,6 +7,7 @@ bridge that runs each coroutine of the wrapped async client in a portal.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import os
@@ -51,6 +52,23 @@ def _resolve_timeout(timeout: float | None) -> float | None:
 
 carry_context_variable(HELD_TRANSACTIONS)
 
+#: The calls (their tokens, see :class:`_Turns`) whose hooks the
+#: current context runs: a hook's call back into its own client must not wait
+#: for the call it is part of.  Carried into the portal, so that a hook that
+#: uses another client whose hooks call back into the first one waits for
+#: nothing either.
+_HOOK_TURNS: contextvars.ContextVar[frozenset[object]] = contextvars.ContextVar(
+    "anysmtp_hook_turns", default=frozenset()
+)
+carry_context_variable(_HOOK_TURNS)
+#: The turn whose coroutine the current task runs, for a client with bridged
+#: hooks.  A plain hook (``has_extn``, ``_print_debug``...) runs in that task, in
+#: the loop's thread: a blocking call it made on its client would stop the loop
+#: that the call it is part of needs.
+_TASK_TURN: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "anysmtp_task_turn", default=None
+)
+
 #: Generated functions by name: what is *not* one of these is an override.
 _GENERATED_FUNCTIONS: dict[str, set[object]] = {}
 #: Bumped whenever a hookable name is assigned on a facade class or instance,
@@ -79,6 +97,19 @@ class _FacadeMeta(type):
 
 def _function_of(attribute: object) -> object:
     return getattr(attribute, "__func__", attribute)
+
+
+class _Turns:
+    """How threads sharing one client take turns: the lock, and a token of the
+    call that holds it (``None`` between calls), whose hooks call back in
+    without waiting for it.  (Slots: this is on every call's path, where the
+    facade's own ``__setattr__`` would cost more than the rest.)"""
+
+    __slots__ = ("current", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current: object | None = None
 
 
 class SyncClient(metaclass=_FacadeMeta):
@@ -157,9 +188,9 @@ class SyncClient(metaclass=_FacadeMeta):
         self._portal = portal
         self._pid = os.getpid()
         self._async = client
-        # Threads sharing one object take turns, as they did when every call
-        # went through the one portal loop.
-        self._call_lock = threading.Lock()
+        # Threads sharing one object take turns, on every path a call takes
+        # (the thread's own loop, a portal): one connection, one call at a time.
+        self._turns = _Turns()
         client._facade = weakref.ref(self)
         client._warnings_for_caller = []
         # smtplib's TLS defaults: no upgrade on its own, an unverified context
@@ -213,23 +244,75 @@ class SyncClient(metaclass=_FacadeMeta):
         )
 
     def _call(self, func: Callable[[], Awaitable[T]]) -> T:
-        """Run one coroutine of the async client and return its result."""
+        """Run one coroutine of the async client and return its result.
+
+        Threads sharing this object take turns: a call waits until the one in
+        progress is over, except a call that one of this object's hooks makes
+        from its worker thread for the call in progress (see :meth:`_bridge`),
+        which that call waits for.  A loop's thread never waits for a turn that
+        needs its loop: a hook that runs in the loop and calls back in fails.
+
+        :raises RuntimeError: called from a plain hook (one that runs in the
+            event loop) of the call in progress.
+        """
         if self._pid != os.getpid():
             self._adopt_process()
-        if self._hooks_seen != _hook_epoch:
-            self._refresh_hooks()
         try:
-            if self._portal is None and not self._bridged and can_run_here():
-                # The common case: the calling thread runs the coroutine on its
-                # own loop, with no hand-off.  Bridged hooks run in worker
-                # threads that call back in: they need the one loop of the portal.
-                with self._call_lock:
-                    return run_here(func, self._async.close)
-            portal: Portal = self._portal if self._portal is not None else get_portal()
-            return run_in_portal(portal, func, self._async.close)
+            turns = self._turns
+            turn = turns.current
+            if turn is not None and self._called_back(turn):
+                return self._run(func)
+            with turns.lock:
+                turns.current = object()
+                try:
+                    if (
+                        self._hooks_seen == _hook_epoch
+                        and self._portal is None
+                        and not self._bridged
+                        and can_run_here()
+                    ):
+                        return run_here(func, self._async.close)  # as in _run()
+                    return self._run(func)
+                finally:
+                    turns.current = None
         finally:
             if self._async._warnings_for_caller:
                 self._warn_caller()
+
+    def _called_back(self, turn: object) -> bool:
+        """Whether this call comes from a hook of the call holding ``turn``, in
+        the worker thread that runs it: it must not wait for that call.
+
+        :raises RuntimeError: it comes from a hook that runs in the event loop,
+            which the call holding the turn needs (it would never end).
+        """
+        if _TASK_TURN.get() is turn:
+            raise RuntimeError(
+                f"{type(self).__name__}: a hook that runs in the event loop "
+                "cannot make a blocking call on its own client (it would wait "
+                "for the call it is part of)"
+            )
+        return turn in _HOOK_TURNS.get()
+
+    def _run(self, func: Callable[[], Awaitable[T]]) -> T:
+        """Run ``func()`` where it can run: on the calling thread's own loop, or
+        through a portal.  The caller holds the turn."""
+        if self._hooks_seen != _hook_epoch:
+            self._refresh_hooks()
+        if self._portal is None and not self._bridged and can_run_here():
+            # The common case: the calling thread runs the coroutine on its own
+            # loop, with no hand-off.  Bridged hooks run in worker threads that
+            # call back in: they need the one loop of the portal.
+            return run_here(func, self._async.close)
+        portal: Portal = self._portal if self._portal is not None else get_portal()
+        if self._bridged:
+            # The task knows whose turn it runs for: a plain hook that calls
+            # back in from it fails instead of stopping the loop (_called_back).
+            turn = self._turns.current
+            return run_in_portal(
+                portal, lambda: _in_turn(turn, func), self._async.close
+            )
+        return run_in_portal(portal, func, self._async.close)
 
     def _warn_caller(self) -> None:
         """Raise the warnings the call left where smtplib raises them."""
@@ -281,10 +364,19 @@ class SyncClient(metaclass=_FacadeMeta):
 
         async def bridge(*args: Any, **kwargs: Any) -> Any:
             # Looked up at each call, so a later patch is what runs.
-            override = getattr(facade(), name)
-            return await anyio.to_thread.run_sync(
-                functools.partial(override, *args, **kwargs)
-            )
+            client = facade()
+            # This runs within the call that holds the client's turn: the
+            # worker thread runs the hook as part of it.
+            turn = client._turns.current if client is not None else None
+            # Handed over in a list that the worker empties: anyio's worker
+            # thread keeps what it ran until after the caller may have resumed,
+            # and the override holds the client (dropped unclosed, it must
+            # close its socket at once).
+            hook: list[Callable[[], Any]] = [
+                functools.partial(getattr(client, name), *args, **kwargs)
+            ]
+            del client
+            return await anyio.to_thread.run_sync(_run_hook, turn, hook)
 
         return bridge
 
@@ -292,12 +384,41 @@ class SyncClient(metaclass=_FacadeMeta):
         # A forked child shares the parent's socket: using it would interleave
         # two sessions on one connection.  Drop the child's copy and say so.
         self._pid = os.getpid()
+        # The lock may have been held by a parent's thread that the child does
+        # not have: nobody would ever release the child's copy.
+        self._turns = _Turns()
         if self._async.is_connected:
             self._async.close()
             raise SMTPServerDisconnected(
                 "this connection was opened in another process; connect() again "
                 "in this one"
             )
+
+
+async def _in_turn(turn: object | None, func: Callable[[], Awaitable[T]]) -> T:
+    """Run ``func()`` in a task that knows the turn it runs for."""
+    token = _TASK_TURN.set(turn)
+    try:
+        return await func()
+    finally:
+        _TASK_TURN.reset(token)
+
+
+def _run_hook(turn: object | None, hook: list[Callable[[], Any]]) -> Any:
+    """Run ``hook.pop()()`` in its worker thread, as part of the call that
+    holds ``turn``: what it calls on its client goes ahead without waiting for
+    the turn, which the call waiting for the hook holds.  Other threads still
+    wait.
+    """
+    hooks = _HOOK_TURNS.set(_HOOK_TURNS.get() | {turn}) if turn is not None else None
+    # Not the loop's thread, whatever the task this context was copied from.
+    task = _TASK_TURN.set(None)
+    try:
+        return hook.pop()()
+    finally:
+        _TASK_TURN.reset(task)
+        if hooks is not None:
+            _HOOK_TURNS.reset(hooks)
 
 
 class SyncLMTPInit(SyncClient):
