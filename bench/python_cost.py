@@ -69,4 +69,5 @@ async def main() -> None:
     print(f"{anysmtp.__file__}: {best * 1e6:.2f} us of Python per sendmail()")
 
 
-anyio.run(main)
+if __name__ == "__main__":
+    anyio.run(main)

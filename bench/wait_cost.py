@@ -33,26 +33,20 @@ if len(sys.argv) > 1:
 sys.path.insert(0, str(Path(__file__).parent))
 
 import floor
+from python_cost import ENVELOPE_REPLIES, FINAL_REPLY, MESSAGE
 
 import anysmtp
 from anysmtp import _transport
 
-MESSAGE = (
-    b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\n"
-    + b"The quick brown fox jumps over the lazy dog, again and again.\r\n" * 15
-)
 SENDER = "a@example.com"
 RECIPIENTS = ["b@example.net"]
-ENVELOPE_REPLIES = (
-    b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
-)
-FINAL_REPLY = b"250 2.0.0 Ok: queued as 12345\r\n"
 MESSAGES = 20_000
 
 
 class FakeServer:
-    """Answers the pipelined envelope and the message as smtp-sink does, from
-    a reader callback in the client's loop."""
+    """Answers the pipelined envelope and the message with smtp-sink's
+    replies (those of ``python_cost.py``), from a reader callback in the
+    client's loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         sock.setblocking(False)

@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import pytest
 import trio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 import anysmtp
+from tests.child import run_python
 from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
 
 if TYPE_CHECKING:
@@ -209,15 +207,24 @@ SHARING = [
 ]
 
 
-@pytest.mark.parametrize(("portal_kind", "first", "second"), SHARING)
-def test_threads_sharing_a_client_through_a_portal_take_turns(
-    portal_kind: PortalKind, first: Runner, second: Runner
-) -> None:
+_Client = TypeVar("_Client", bound=anysmtp.SMTP)
+
+
+def _share(
+    client_class: type[_Client], portal_kind: PortalKind, first: Runner, second: Runner
+) -> tuple[_Client, bytes]:
+    """Two threads, run as ``first`` and ``second``, share one client through
+    a portal of ``portal_kind``: each call must have had its own reply, with
+    nothing raised, and the server must have received exactly the two threads'
+    calls, each whole and in its thread's order.
+
+    :returns: the client (closed) and what the server received.
+    """
     with (
         ScriptedServer(_answer_everything) as server,
         _portal_of(portal_kind) as portal,
     ):
-        smtp = anysmtp.SMTP(
+        smtp = client_class(
             server.host, server.port, portal=portal, timeout=5, local_hostname=_NAME
         )
         assert smtp.ehlo() == (250, b"scripted")
@@ -226,7 +233,6 @@ def test_threads_sharing_a_client_through_a_portal_take_turns(
             lambda: _run_as(second, lambda: _workload(smtp, "b")),
         )
         assert smtp.quit() == (221, b"bye")
-    # Each call had its own reply, and nothing was raised.
     assert results == [_expected_results("a"), _expected_results("b")]
     received = bytes(server.transcript)
     assert received.startswith(_EHLO)
@@ -236,6 +242,14 @@ def test_threads_sharing_a_client_through_a_portal_take_turns(
         _expected_calls("a"),
         _expected_calls("b"),
     ), received
+    return smtp, received
+
+
+@pytest.mark.parametrize(("portal_kind", "first", "second"), SHARING)
+def test_threads_sharing_a_client_through_a_portal_take_turns(
+    portal_kind: PortalKind, first: Runner, second: Runner
+) -> None:
+    _share(anysmtp.SMTP, portal_kind, first, second)
 
 
 def _as_bytes(data: ReadableBuffer | str) -> bytes:
@@ -268,27 +282,7 @@ def test_threads_sharing_a_client_with_hooks_take_turns(
     # A hook's call back into the client does not wait for the call it is
     # part of (that would never end), and the other thread's calls still wait
     # for theirs.
-    with (
-        ScriptedServer(_answer_everything) as server,
-        _portal_of(portal_kind) as portal,
-    ):
-        smtp = _RecordingHooks(
-            server.host, server.port, portal=portal, timeout=5, local_hostname=_NAME
-        )
-        assert smtp.ehlo() == (250, b"scripted")
-        results = _in_threads(
-            lambda: _run_as(first, lambda: _workload(smtp, "a")),
-            lambda: _run_as(second, lambda: _workload(smtp, "b")),
-        )
-        assert smtp.quit() == (221, b"bye")
-    assert results == [_expected_results("a"), _expected_results("b")]
-    received = bytes(server.transcript)
-    assert received.startswith(_EHLO)
-    assert _interleaves(
-        received[len(_EHLO) : -len(b"quit\r\n")],
-        _expected_calls("a"),
-        _expected_calls("b"),
-    ), received
+    smtp, received = _share(_RecordingHooks, portal_kind, first, second)
     # Every byte went through the hook, in the order it went out, and the
     # hook saw every reply.
     assert b"".join(smtp.sent) == received
@@ -515,12 +509,5 @@ def test_a_forked_child_does_not_wait_for_a_call_of_the_parent(
         smtp.quit()
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(source), smtpd.host, str(smtpd.port)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n") == ["child 250", "parent 250 0", ""]
+    output = run_python(source, smtpd.host, str(smtpd.port), timeout=20)
+    assert output.split("\n") == ["child 250", "parent 250 0", ""]

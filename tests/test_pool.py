@@ -34,6 +34,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 import anysmtp
 from anysmtp import _pool
+from tests.child import run_python
 from tests.conftest import ASYNCIO_BACKENDS, Certificates
 from tests.servers import (
     AiosmtpdServer,
@@ -1640,10 +1641,6 @@ async def test_every_mail_command_counts_toward_mailmax(
 def test_sync_ctrl_c_while_waiting_for_a_connection_loses_no_token(
     smtpd: AiosmtpdServer,
 ) -> None:
-    import subprocess
-    import sys
-    import textwrap
-
     source = """
         import os, signal, sys, threading
         import anysmtp
@@ -1672,15 +1669,8 @@ def test_sync_ctrl_c_while_waiting_for_a_connection_loses_no_token(
         print(pool.size)
         pool.close()
     """
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(source), smtpd.host, str(smtpd.port)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["interrupted", "250", "1"]
+    output = run_python(source, smtpd.host, str(smtpd.port))
+    assert output.split() == ["interrupted", "250", "1"]
 
 
 # Closing from inside a borrowed connection -----------------------------------------

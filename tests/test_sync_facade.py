@@ -9,9 +9,6 @@ import errno
 import gc
 import smtplib
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,25 +21,13 @@ from anyio.from_thread import start_blocking_portal
 
 import anysmtp
 from anysmtp import _portal
+from tests.child import run_python
 from tests.servers import (
     AiosmtpdServer,
     RecordingHandler,
     ScriptedConnection,
     ScriptedServer,
 )
-
-
-def run_python(source: str, *args: str, timeout: float = 30) -> str:
-    """Run ``source`` in a child Python; return its stdout, fail on error."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(source), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_constructor_connects_and_sendmail_delivers(smtpd: AiosmtpdServer) -> None:
