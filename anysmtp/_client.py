@@ -403,6 +403,11 @@ class AsyncSMTP:
         #: reference back would make a cycle, and a facade dropped unclosed
         #: must free its socket at once, as smtplib's does.
         self._facade: weakref.ref[object] | None = None
+        #: Whether the connection's reader may stay registered in the event
+        #: loop between calls (see Transport.hand_out_sock).  The sync facade
+        #: and the sync pool turn it off: they use a connection from several
+        #: threads' loops.
+        self._reader_parks = True
         #: Set by the sync facade: the warnings of a call, which it raises in
         #: the calling thread when the call ends (raised in the event loop, they
         #: would name the loop's code as their source, not the caller's).
@@ -474,7 +479,7 @@ class AsyncSMTP:
         socket to an unconnected client makes the client use it.
         """
         if self._transport is not None and not self._transport.closed:
-            return self._transport.sock
+            return self._transport.hand_out_sock()
         return self._adopt_sock
 
     @sock.setter
@@ -637,7 +642,15 @@ class AsyncSMTP:
             new_socket = await self._open(
                 self._get_socket(host, port, timeout_value), timeout_value
             )
-        self._transport = Transport(new_socket)
+        # The reader may park between calls only on a socket no other code
+        # holds, which it could close behind our back (see
+        # Transport.hand_out_sock).
+        opened_here = sock is None and (
+            socket_path is not None or type(self)._get_socket is AsyncSMTP._get_socket
+        )
+        self._transport = Transport(
+            new_socket, parks=opened_here and self._reader_parks
+        )
         # A new connection is a new session: what the last server said in EHLO
         # no longer holds (smtplib only forgets it in quit(), which breaks
         # sendmail() after a reconnect that followed an error).

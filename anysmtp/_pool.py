@@ -23,7 +23,6 @@ import inspect
 import math
 import os
 import random
-import select
 import ssl
 from collections.abc import (
     AsyncIterable,
@@ -302,26 +301,11 @@ def _responses(refused: SendErrors) -> dict[str, SMTPResponse]:
     }
 
 
-def _socket_looks_alive(client: AsyncSMTP) -> bool:
-    """Whether an idle connection is still open, at the cost of one system call.
-
-    An idle SMTP connection has nothing to read: readable means the server
-    closed it (EOF, a reset) or is closing it (an unsolicited 421).
-    """
-    sock = client.sock
-    if not client.is_connected or sock is None or sock.fileno() < 0:
-        return False
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return False
-    try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock.fileno(), select.POLLIN)
-            return not poller.poll(0)
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable
+def _looks_alive(client: AsyncSMTP) -> bool:
+    """Whether an idle connection is still open (see
+    :meth:`Transport.open_when_idle`)."""
+    transport = client._transport
+    return transport is not None and transport.open_when_idle()
 
 
 #: The loans (:attr:`_Connection.borrower`) of the :meth:`AsyncSMTPPool.connection`
@@ -455,6 +439,9 @@ class AsyncSMTPPool:
         self.health_check_after = health_check_after
         self.reconnect_backoff = reconnect_backoff
         self._options = options
+        #: Whether the connections' readers may park between calls (see
+        #: ``AsyncSMTP._reader_parks``); the sync pool turns it off.
+        self._readers_park = True
         # Conflicting options are a usage error: raise now, not on first use.
         self._new_client()
         self._limit = max_size
@@ -547,7 +534,9 @@ class AsyncSMTPPool:
         await self._release(conn, discard=False)
 
     def _new_client(self) -> AsyncSMTP:
-        return AsyncSMTP(hostname=self.hostname, port=self.port or 0, **self._options)
+        client = AsyncSMTP(hostname=self.hostname, port=self.port or 0, **self._options)
+        client._reader_parks = self._readers_park
+        return client
 
     def _check_open(self) -> None:
         if self._closed:
@@ -610,7 +599,7 @@ class AsyncSMTPPool:
             await self._dispose_all(expired)
         while self._idle:
             conn = self._idle.pop()
-            if not _socket_looks_alive(conn.client):
+            if not _looks_alive(conn.client):
                 self._drop(conn)
                 continue
             if (

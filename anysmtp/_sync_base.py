@@ -192,6 +192,9 @@ class SyncClient(metaclass=_FacadeMeta):
         # (the thread's own loop, a portal): one connection, one call at a time.
         self._turns = _Turns()
         client._facade = weakref.ref(self)
+        # Its calls run in the calling thread's loop or a portal's: a reader
+        # parked in one of them would race with a read in another.
+        client._reader_parks = False
         client._warnings_for_caller = []
         # smtplib's TLS defaults: no upgrade on its own, an unverified context
         # when none is given.

@@ -101,6 +101,8 @@ class SMTPPool:
             reconnect_backoff=reconnect_backoff,
             **options,
         )
+        # Its connections are used from the calling threads' loops too.
+        self._pool._readers_park = False
 
     def __repr__(self) -> str:
         return repr(self._pool).replace("AsyncSMTPPool", type(self).__name__)

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import ipaddress
 import os
+import select
 import socket
 import ssl
 import weakref
@@ -205,6 +206,24 @@ def _settle(future: asyncio.Future[bool | None], value: bool) -> None:
         future.set_result(value)
 
 
+def _on_readable(transport: weakref.ref[Transport]) -> None:
+    # A parked reader (see Transport.park_reader) stays in the loop between
+    # calls: held weakly, a client dropped unclosed is still freed at once.
+    alive = transport()
+    if alive is not None:
+        alive._on_readable()
+
+
+def _remove_reader(
+    loop: asyncio.AbstractEventLoop, fd: int, sock: socket.socket | None, close: bool
+) -> None:
+    loop.remove_reader(fd)
+    # Only now may the socket close (or, dropped unclosed, be freed: with a
+    # ResourceWarning, as anywhere else), and its number go to another one.
+    if close and sock is not None:
+        sock.close()
+
+
 def _on_timer(transport: weakref.ref[Transport]) -> None:
     # The loop holds the connection's timer until it fires, which may be long
     # after the last wait: held weakly, a client dropped unclosed still frees
@@ -230,11 +249,13 @@ class Transport:
         "_drained",
         "_fd",
         "_loop",
+        "_parks",
         "_parser",
         "_pending",
         "_read_error",
         "_reader_held",
         "_reader_on",
+        "_ref",
         "_sock",
         "_timer",
         "_timer_at",
@@ -242,8 +263,9 @@ class Transport:
         "_waiting_read",
     )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, parks: bool = False) -> None:
         sock.setblocking(False)
+        self._ref = weakref.ref(self)
         self._sock = sock
         #: The descriptor's number, for the loop's registrations: it stays the
         #: same under TLS, and removing by it still works after other code has
@@ -276,6 +298,12 @@ class Transport:
         #: see.
         self._reader_on = False
         self._reader_held = False
+        #: Whether the reader stays registered between calls too (parked), as
+        #: long as the socket's loop keeps using the connection; see
+        #: :meth:`park_reader`.
+        self._parks = parks and isinstance(
+            self._loop, asyncio.selector_events.BaseSelectorEventLoop
+        )
         self._waiting_read = False
         #: What the reader's ``recv`` raised, for the task that reads next.
         self._read_error: OSError | None = None
@@ -314,7 +342,10 @@ class Transport:
             self._timer = None
         pending = self._pending
         if self._reader_on:
-            self._stop_reading()
+            if pending is not None:
+                self._stop_reading()
+            elif self._remove_parked_reader(self._sock):
+                return  # the loop's thread closes the socket after the reader
         if pending is not None and self._loop is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
@@ -344,7 +375,7 @@ class Transport:
         reads = readable and not isinstance(self._sock, ssl.SSLSocket)
         if reads:
             if not self._reader_on:
-                loop.add_reader(fd, self._on_readable)
+                loop.add_reader(fd, _on_readable, self._ref)
                 self._reader_on = True
         elif readable:
             loop.add_reader(fd, _settle, future, True)
@@ -355,7 +386,7 @@ class Transport:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = loop.call_at(deadline, _on_timer, weakref.ref(self))
+            self._timer = loop.call_at(deadline, _on_timer, self._ref)
         self._pending = future
         self._waiting_read = reads
         try:
@@ -364,7 +395,7 @@ class Transport:
             self._pending = None
             self._waiting_read = False
             if reads:
-                if self._reader_on and not self._reader_held:
+                if self._reader_on and not (self._reader_held or self._parks):
                     self._stop_reading()
             elif not self._closed:
                 if readable:
@@ -386,7 +417,7 @@ class Transport:
             pending.set_result(False)
         else:
             self._timer_at = self._deadline
-            self._timer = loop.call_at(self._deadline, _on_timer, weakref.ref(self))
+            self._timer = loop.call_at(self._deadline, _on_timer, self._ref)
 
     def hold_reader(self) -> None:
         """Keep asyncio's reader registered from the next wait until
@@ -396,10 +427,65 @@ class Transport:
         self._reader_held = True
 
     def release_reader(self) -> None:
-        """End :meth:`hold_reader`: the reader is removed."""
+        """End :meth:`hold_reader`: the reader is removed, unless it parks."""
         self._reader_held = False
-        if self._reader_on:
+        if self._reader_on and not self._parks:
             self._stop_reading()
+
+    def hand_out_sock(self) -> socket.socket:
+        """The socket, for code outside anysmtp, which may close it: from now
+        on the reader no longer parks (asyncio would keep polling a closed
+        descriptor's number, and a socket that later gets that number would
+        never be seen ready), and a parked reader is removed.
+
+        Parking (``parks=True``) keeps the reader registered between calls, as
+        long as the socket's loop keeps using the connection: a wait for a
+        reply then costs no ``add_reader``/``remove_reader`` (two ``epoll_ctl``
+        calls and the selector's work, about 6 us on asyncio), which every
+        transaction with a remote server pays.  Only a client that opened its
+        socket itself, in an asyncio selector loop, outside the sync facade
+        parks: the facade uses a connection from several threads' loops, and
+        uvloop aborts the process when code closes a socket it polls.
+        """
+        self._parks = False
+        if self._reader_on and self._pending is None and not self._reader_held:
+            self._remove_parked_reader(None)
+        return self._sock
+
+    def __del__(self) -> None:
+        # A client dropped unclosed while its reader is parked: the loop's
+        # entry for the descriptor must go before the socket is freed.
+        if self._reader_on and not self._closed:
+            self._remove_parked_reader(self._sock, close=False)
+
+    def _remove_parked_reader(
+        self, closing: socket.socket | None, *, close: bool = True
+    ) -> bool:
+        """Remove the reader, from any thread: the loop may be running in
+        another one, and only its own thread may change its selector.
+
+        :param closing: the socket, when it is to be closed (or freed) next.
+            If the removal must wait for the loop's thread, the socket waits
+            too: closed first, its number could go to a new socket, and the
+            removal meant for it would remove that socket's reader.
+        :param close: whether the loop's thread then closes ``closing``
+            (else it only lets it go).
+        :returns: whether the loop's thread does it.
+        """
+        self._reader_on = False
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        if loop.is_running() and loop is not asyncio._get_running_loop():
+            try:
+                loop.call_soon_threadsafe(
+                    _remove_reader, loop, self._fd, closing, close
+                )
+            except RuntimeError:  # the loop closed meanwhile
+                return False
+            return True
+        loop.remove_reader(self._fd)
+        return False
 
     def _stop_reading(self) -> None:
         self._reader_on = False
@@ -456,9 +542,9 @@ class Transport:
 
     async def _wait_ready(self, readable: bool) -> None:
         if self._reader_on:
-            # The fast path's reader, left by a wait in another mode: anyio
-            # would replace it.
-            self._stop_reading()
+            # The fast path's reader, left by a wait in another mode or parked
+            # (maybe in another loop): anyio would replace it.
+            self._remove_parked_reader(None)
         self._waiting = True
         try:
             if readable:
@@ -665,7 +751,7 @@ class Transport:
         :raises SMTPConnectTimeoutError: the handshake did not finish in time.
         """
         if self._reader_on:
-            self._stop_reading()
+            self._remove_parked_reader(None)
         self._parser.clear()
         self._drained = False
         try:
@@ -698,11 +784,39 @@ class Transport:
             self.close()
             raise
 
+    def open_when_idle(self) -> bool:
+        """Whether an idle connection is still open, at the cost of one system
+        call.
+
+        An idle SMTP connection has nothing to read: anything there (read by a
+        parked reader, or in the socket) means the server closed it (EOF, a
+        reset) or is closing it (an unsolicited 421).
+        """
+        sock = self._sock
+        if (
+            self.closed
+            or self._parser.buffered
+            or self._parser.at_eof
+            or self._read_error is not None
+        ):
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(self._fd, select.POLLIN)
+                return not poller.poll(0)
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
     def extra_info(self, key: str) -> Any:
         """Connection details by name, as :meth:`AsyncSMTP.get_transport_info`."""
         sock = self._sock
         if key == "socket":
-            return sock
+            return self.hand_out_sock()
         if key == "peername":
             return sock.getpeername()
         if key == "sockname":

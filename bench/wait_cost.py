@@ -77,7 +77,11 @@ def anysmtp_sender(
     loop: asyncio.AbstractEventLoop, sock: socket.socket
 ) -> Callable[[], Awaitable[object]]:
     client = anysmtp.AsyncSMTP(hostname="stub", port=1, start_tls=False)
-    client._transport = _transport.Transport(sock)
+    try:
+        # As a client that opened its socket itself: its reader parks.
+        client._transport = _transport.Transport(sock, parks=True)
+    except TypeError:  # an anysmtp from before the reader parked
+        client._transport = _transport.Transport(sock)
     client.esmtp_features = {"pipelining": "", "8bitmime": ""}
     client.does_esmtp = True
     client.ehlo_resp = b"stub"

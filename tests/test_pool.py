@@ -653,6 +653,40 @@ async def test_connection_closed_by_the_server_while_idle_is_replaced() -> None:
     assert mailer.delivered() == ["first", "second"]
 
 
+async def test_connection_its_server_is_closing_while_idle_is_replaced() -> None:
+    # The server says 421 and waits for the client to close.  On asyncio the
+    # connection's parked reader has read the 421 before the pool looks: the
+    # socket itself has nothing more to read.
+    said = threading.Event()
+
+    def script(conn: ScriptedConnection, index: int) -> None:
+        if index:
+            Mailer()(conn, index)
+            return
+        conn.greet_and_ehlo((b"PIPELINING",))
+        conn.expect(b"MAIL")
+        conn.expect(b"RCPT")
+        conn.expect(b"DATA")
+        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        conn.read_data()
+        time.sleep(0.05)  # the client waits for this reply (its reader is on)
+        conn.send(b"250 queued\r\n")
+        conn.send(b"421 4.3.2 shutting down\r\n")
+        said.set()
+        drain(conn)
+
+    with ConcurrentServer(script) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, health_check=None) as pool:
+            await pool.send(message("first"))
+            await anyio.to_thread.run_sync(said.wait, 5)
+            await anyio.sleep(0.05)  # the loop runs the reader for what came
+            results = await pool.send_many([message("second")], backoff=no_backoff)
+    # Noticed before use: nothing was sent on the closing connection.
+    assert results[0].attempts == 1
+    assert server.connections == 2
+    assert server.transcripts[0].endswith(b"This is first.\r\n.\r\n")
+
+
 async def test_dead_pooled_connection_is_replaced_once_by_send() -> None:
     # The second transaction finds its connection gone at MAIL (before the
     # message was sent): send() tries once more on a new connection.

@@ -367,7 +367,6 @@ def test_ctrl_c_through_the_portal_cancels_and_closes() -> None:
 
 
 def test_threads_run_their_calls_side_by_side(smtpd: AiosmtpdServer) -> None:
-    import gc
     import threading
 
     errors: list[BaseException] = []
@@ -533,16 +532,6 @@ def test_a_process_portal_whose_loop_ended_is_replaced(smtpd: AiosmtpdServer) ->
 
 
 # Dropped unclosed ------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_cyclic_gc() -> Iterator[None]:
-    """Only reference counting frees objects: what smtplib code relies on."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("no_cyclic_gc")

@@ -840,10 +840,14 @@ async def test_cancel_during_happy_eyeballs(
 
 
 @pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
-async def test_no_reader_stays_in_the_loop_after_a_call(smtpd: AiosmtpdServer) -> None:
-    # On asyncio the reader stays registered through a transaction's waits; a
-    # call that returns (or fails) leaves none behind, or another loop using
-    # the connection later would share its reads with this one.
+async def test_no_reader_stays_in_the_loop_once_the_socket_is_handed_out(
+    smtpd: AiosmtpdServer,
+) -> None:
+    # On asyncio the reader stays registered through a transaction's waits,
+    # and between calls too (it parks) until code outside anysmtp takes the
+    # socket: that code may close it, and the loop must not keep polling the
+    # number.  From then on a call that returns (or fails) leaves none behind.
+    # (tests/test_idle_connection.py checks what parking must not change.)
     import asyncio
 
     loop = asyncio.get_running_loop()

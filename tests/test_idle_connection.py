@@ -1,0 +1,311 @@
+"""A connection between calls: what the server may do to an idle client, and
+what the client's owner may do to it (drop it, take its socket, move it to
+another event loop), on every backend.
+
+On asyncio the connection's reader stays registered in the loop between calls
+(it *parks*), so these are the moments when the loop, not a call, reads the
+socket.  The outcomes must be those of a client that reads nothing between
+calls; and a parked reader must never outlive its socket, or the loop would
+keep an entry for a descriptor number that the next socket gets (asyncio
+would then never see that socket ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import anyio
+import pytest
+
+import anysmtp
+from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
+
+pytestmark = pytest.mark.anyio
+
+MESSAGE = b"Subject: idle\r\n\r\nbody\r\n"
+#: What the server receives for it, after EHLO.
+TRANSACTION = (
+    b"mail FROM:<a@example.com>\r\nrcpt TO:<b@example.com>\r\ndata\r\n"
+    + MESSAGE
+    + b".\r\n"
+)
+
+
+def one_message(conn: ScriptedConnection) -> None:
+    """Greeting, EHLO with PIPELINING, and one message accepted."""
+    conn.greet_and_ehlo((b"PIPELINING",))
+    conn.expect(b"mail from:")
+    conn.expect(b"rcpt to:")
+    conn.expect(b"data")
+    conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.read_data()
+    # The client waits for this reply: on asyncio its reader is registered
+    # then, and parks.
+    time.sleep(0.05)
+    conn.send(b"250 queued\r\n")
+
+
+def one_message_then_drain(conn: ScriptedConnection) -> None:
+    one_message(conn)
+    drain(conn)
+
+
+def after_ehlo(transcripts: list[bytes]) -> list[bytes]:
+    """What each connection received after its EHLO line."""
+    return [each.partition(b"\r\n")[2] for each in transcripts]
+
+
+def client_for(server: ScriptedServer) -> anysmtp.AsyncSMTP:
+    return anysmtp.AsyncSMTP(
+        hostname=server.host, port=server.port, start_tls=False, timeout=5
+    )
+
+
+async def send_one(smtp: anysmtp.AsyncSMTP) -> None:
+    assert await smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE) == {}
+
+
+async def idle(until: Callable[[], bool]) -> None:
+    """Leave the client idle (the event loop running) until ``until()``."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + 5
+        while not until():
+            assert time.monotonic() < deadline, "the server did not get there"
+            time.sleep(0.01)
+
+    await anyio.to_thread.run_sync(wait)
+    # And a little longer: the loop runs the parked reader for what arrived.
+    await anyio.sleep(0.05)
+
+
+def lowest_free_descriptor() -> int:
+    """The number the next socket gets."""
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    return fd
+
+
+@contextmanager
+def next_descriptor_is(number: int) -> Iterator[None]:
+    """Within the block the next socket gets descriptor ``number``: every free
+    number below it is taken meanwhile (by other threads' sockets that closed
+    since ``number`` was freed, say)."""
+    held: list[int] = []
+    try:
+        while (fd := os.open(os.devnull, os.O_RDONLY)) != number:
+            held.append(fd)
+            assert fd < number, f"descriptor {number} is in use"
+        os.close(fd)
+        yield
+    finally:
+        for each in held:
+            os.close(each)
+
+
+async def assert_number_reusable(server: ScriptedServer, number: int) -> None:
+    """A new client whose socket gets descriptor ``number`` sends a message.
+
+    Were the loop still polling an old entry for that number, it would never
+    see the new socket ready, and the greeting would time out.
+    """
+    with next_descriptor_is(number):
+        again = client_for(server)
+        await again.connect()
+    await send_one(again)
+    assert again.sock is not None
+    assert again.sock.fileno() == number
+    again.close()
+
+
+# What the server does to an idle connection -------------------------------------
+
+
+@pytest.mark.parametrize("how", ["close", "421 then close", "421", "reset"])
+async def test_the_server_ending_an_idle_connection(
+    how: Literal["close", "421 then close", "421", "reset"],
+) -> None:
+    ended = threading.Event()
+
+    def script(conn: ScriptedConnection) -> None:
+        one_message(conn)
+        if how.startswith("421"):
+            conn.send(b"421 4.4.2 idle for too long\r\n")
+        if how == "reset":
+            conn.reset()
+            ended.set()
+            return
+        if how.endswith("close"):
+            socket.socket.shutdown(conn.sock, socket.SHUT_WR)
+        ended.set()
+        drain(conn)
+
+    with ScriptedServer(script) as server:
+        smtp = client_for(server)
+        await smtp.connect()
+        await send_one(smtp)
+        await idle(ended.is_set)
+        if how.startswith("421"):
+            # As smtplib: the reply that is there is the answer to NOOP.
+            assert await smtp.noop() == (421, b"4.4.2 idle for too long")
+        if how != "421":
+            with pytest.raises(anysmtp.SMTPServerDisconnected):
+                await smtp.noop()
+            assert not smtp.is_connected
+        smtp.close()
+    if how != "reset":
+        noops = b"noop\r\n" * (2 if how == "421 then close" else 1)
+        assert server.transcript.endswith(TRANSACTION + noops)
+
+
+async def test_a_server_talking_to_an_idle_client_cannot_fill_our_memory() -> None:
+    # The server floods the idle client.  It reads at most a little of it (on
+    # asyncio a parked reader stops at its read-ahead limit): the rest stays in
+    # the socket buffers and the server's sends block.
+    flooded: list[int] = []
+
+    def script(conn: ScriptedConnection) -> None:
+        one_message(conn)
+        flooded.append(conn.send_endless(b"250 out of turn\r\n" * 4096))
+
+    with ScriptedServer(script) as server:
+        smtp = client_for(server)
+        await smtp.connect()
+        await send_one(smtp)
+        await anyio.sleep(0.5)
+        # The first of them answers NOOP, as in smtplib.
+        assert await smtp.noop() == (250, b"out of turn")
+        smtp.close()
+    [sent] = flooded
+    assert sent < 64 * 1024 * 1024
+
+
+# What the owner does to an idle client -------------------------------------------
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+async def test_a_client_dropped_while_idle_frees_its_descriptor_number() -> None:
+    with ScriptedServer(one_message_then_drain, connections=2) as server:
+        number = lowest_free_descriptor()
+        smtp = client_for(server)
+        await smtp.connect()
+        await send_one(smtp)
+        with pytest.warns(ResourceWarning, match="unclosed"):
+            del smtp
+        assert lowest_free_descriptor() <= number  # its socket is closed
+        await idle(lambda: len(server.transcripts) == 1)
+        await assert_number_reusable(server, number)
+    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+
+
+@pytest.mark.parametrize("how", ["sock", "get_transport_info"])
+async def test_code_that_takes_the_socket_may_close_it(
+    how: Literal["sock", "get_transport_info"],
+) -> None:
+    # smtplib code reaches for ``smtp.sock`` (to close it, say); from then on
+    # the socket may close behind the client's back at any time.
+    with ScriptedServer(one_message_then_drain, connections=2) as server:
+        smtp = client_for(server)
+        await smtp.connect()
+        await send_one(smtp)
+        sock = smtp.sock if how == "sock" else smtp.get_transport_info("socket")
+        assert isinstance(sock, socket.socket)
+        number = sock.fileno()
+        sock.close()
+        assert not smtp.is_connected
+        await idle(lambda: len(server.transcripts) == 1)
+        # Before the client is used again (which would tidy up).
+        await assert_number_reusable(server, number)
+        with pytest.raises(anysmtp.SMTPServerDisconnected):
+            await smtp.noop()
+    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+
+
+# Other event loops (asyncio's own machinery) -----------------------------------
+
+
+def serve_one_message_then_quit(conn: ScriptedConnection) -> None:
+    one_message(conn)
+    exchange(conn, (b"quit", b"221 bye\r\n"))
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+def test_a_client_dropped_outside_its_loops_thread() -> None:
+    # The loop runs in another thread, which alone may change its selector: the
+    # parked reader goes there, and only then does the socket close.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+
+    def in_loop(coroutine: object) -> object:
+        assert asyncio.iscoroutine(coroutine)
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
+
+    async def connect_and_send(smtp: anysmtp.AsyncSMTP) -> None:
+        await smtp.connect()
+        await send_one(smtp)
+
+    try:
+        with ScriptedServer(one_message_then_drain, connections=2) as server:
+            number = lowest_free_descriptor()
+            smtp = client_for(server)
+            in_loop(connect_and_send(smtp))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                del smtp
+                # The loop's thread runs what it was handed.
+                in_loop(asyncio.sleep(0))
+            assert [str(each.message)[:15] for each in caught] == ["unclosed <socke"]
+            assert lowest_free_descriptor() <= number  # the socket is closed
+            in_loop(idle(lambda: len(server.transcripts) == 1))
+            in_loop(assert_number_reusable(server, number))
+        assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.parametrize("first_loop", ["closed", "open"])
+def test_a_client_used_again_in_another_event_loop(
+    first_loop: Literal["closed", "open"],
+) -> None:
+    # A script that runs asyncio.run() more than once with one client (or
+    # keeps its first loop open but no longer runs it).
+    def script(conn: ScriptedConnection) -> None:
+        one_message(conn)
+        conn.expect(b"mail from:")
+        conn.expect(b"rcpt to:")
+        conn.expect(b"data")
+        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        conn.read_data()
+        conn.send(b"250 queued\r\n")
+        exchange(conn, (b"quit", b"221 bye\r\n"))
+
+    async def connect_and_send(smtp: anysmtp.AsyncSMTP) -> None:
+        await smtp.connect()
+        await send_one(smtp)
+
+    async def send_and_quit(smtp: anysmtp.AsyncSMTP) -> None:
+        await send_one(smtp)
+        await smtp.quit()
+
+    with ScriptedServer(script) as server:
+        smtp = client_for(server)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(connect_and_send(smtp))
+            if first_loop == "closed":
+                loop.close()
+            asyncio.run(send_and_quit(smtp))
+        finally:
+            loop.close()
+    assert server.transcript.endswith(TRANSACTION * 2 + b"quit\r\n")
