@@ -449,7 +449,7 @@ def run_in_portal(
     if isinstance(portal, LoopPortal):
         future = portal.submit(lambda: _outcome(func))
     else:
-        future = portal.start_task_soon(_outcome, func)
+        future = _where_trio_allows(lambda: portal.start_task_soon(_outcome, func))
     try:
         result, error = future.result()
     except BaseException:
@@ -458,7 +458,8 @@ def run_in_portal(
         if isinstance(portal, LoopPortal):
             portal.cancel(future)
         else:
-            future.cancel()
+            # anyio's callback for it calls into the portal's loop.
+            _where_trio_allows(future.cancel)
         _close_through(portal, on_interrupt)
         raise
     # As in run_here(): the traceback keeps this frame, which must not hold the
@@ -479,6 +480,33 @@ def run_in_portal(
 def _close_through(portal: Portal, on_interrupt: Callable[[], None]) -> None:
     """Run ``on_interrupt`` (it closes the connection) in the portal's loop."""
     try:
-        portal.call(on_interrupt)
+        _where_trio_allows(lambda: portal.call(on_interrupt))
     except RuntimeError:
         pass  # the portal is gone: nothing is left to close
+
+
+def _where_trio_allows(operation: Callable[[], T]) -> T:
+    """Run ``operation``, a call into an anyio portal, in this thread; or, if
+    this thread runs a trio loop (a sync call from trio code), in a thread of
+    its own: trio refuses any call into a trio loop from a thread that runs
+    one, and the portal's may be trio's.  The call still blocks this thread,
+    as any blocking call from async code does.
+    """
+    trio = sys.modules.get("trio")
+    if trio is None or not trio.lowlevel.in_trio_run():
+        return operation()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(operation())
+        except BaseException as exc:
+            failure.append(exc)
+
+    hop = threading.Thread(target=run, name="anysmtp-portal-hop")
+    hop.start()
+    hop.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -11,8 +11,8 @@ import smtplib
 import socket
 import threading
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -28,6 +28,8 @@ from tests.servers import (
     ScriptedConnection,
     ScriptedServer,
 )
+
+T = TypeVar("T")
 
 
 def test_constructor_connects_and_sendmail_delivers(smtpd: AiosmtpdServer) -> None:
@@ -134,6 +136,34 @@ def test_brings_its_own_portal(
     with anysmtp.SMTP(smtpd.host, smtpd.port, portal=own_portal) as server:
         server.sendmail("a@example.com", "b@example.com", b"hello")
     assert smtpd.messages[0].rcpt_tos == ["b@example.com"]
+
+
+def run_in_asyncio(program: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(program())
+
+
+@pytest.mark.parametrize("run", [run_in_asyncio, trio.run], ids=["asyncio", "trio"])
+def test_brings_its_own_portal_into_a_running_loop(
+    smtpd: AiosmtpdServer,
+    own_portal: anyio.from_thread.BlockingPortal,
+    run: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+) -> None:
+    # Blocking calls from async code through the caller's portal.  trio
+    # refuses any call into a trio loop from a thread that runs trio itself:
+    # such calls used to fail with "this is a blocking function".
+    async def program() -> None:
+        with anysmtp.SMTP(smtpd.host, smtpd.port, portal=own_portal) as server:
+            assert server.sendmail("a@example.com", ["b@example.com"], b"hi") == {}
+        # A hook that leaves half-way: the connection is closed through the
+        # portal too.
+        smtp = _LeavingInGetreply(smtpd.host, smtpd.port, portal=own_portal)
+        smtp.leaving = SystemExit(3)
+        with pytest.raises(SystemExit):
+            smtp.noop()
+        assert smtp.sock is None
+
+    run(program)
+    assert [m.data for m in smtpd.messages] == [b"hi\r\n"]
 
 
 def test_called_from_inside_a_running_asyncio_loop(smtpd: AiosmtpdServer) -> None:
