@@ -256,6 +256,13 @@ class AsyncSMTP:
     parameters), ``local_hostname``, ``timeout``, ``source_address``,
     ``command_encoding`` and ``debuglevel``.
 
+    Tasks of one event loop may share the async client (their transactions
+    take turns); once connected it belongs to the loop it connected in, as
+    asyncio's own streams do: use it from one loop at a time (a second
+    ``asyncio.run()`` after the first has ended is fine) and from that loop's
+    thread, except :meth:`close` and ``sock``, which any thread may use.
+    Threads may share the sync :class:`anysmtp.SMTP`: their calls take turns.
+
     :param host: the server to connect to; ``"host:port"`` is accepted.
     :param port: the server's port; ``0`` means the default port (25).
     :param local_hostname: the name sent with HELO/EHLO; by default the local
@@ -646,7 +653,10 @@ class AsyncSMTP:
         # holds, which it could close behind our back (see
         # Transport.hand_out_sock).
         opened_here = sock is None and (
-            socket_path is not None or type(self)._get_socket is AsyncSMTP._get_socket
+            socket_path is not None
+            # Not replaced in a subclass, on the instance or on the class (a
+            # test's mock): such a socket may be someone else's too.
+            or getattr(self._get_socket, "__func__", None) is _OWN_GET_SOCKET
         )
         self._transport = Transport(
             new_socket, parks=opened_here and self._reader_parks
@@ -1932,6 +1942,10 @@ class AsyncSMTP:
         self.does_esmtp = False
         self._last_ehlo_response = None
         self._starttls_reply = None
+
+
+#: AsyncSMTP's own ``_get_socket``, as defined (see :meth:`AsyncSMTP.connect`).
+_OWN_GET_SOCKET: Final = AsyncSMTP._get_socket
 
 
 class AsyncSMTP_SSL(AsyncSMTP):

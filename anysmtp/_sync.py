@@ -49,6 +49,13 @@ class SMTP(SyncClient):
     parameters), ``local_hostname``, ``timeout``, ``source_address``,
     ``command_encoding`` and ``debuglevel``.
 
+    Tasks of one event loop may share the async client (their transactions
+    take turns); once connected it belongs to the loop it connected in, as
+    asyncio's own streams do: use it from one loop at a time (a second
+    ``asyncio.run()`` after the first has ended is fine) and from that loop's
+    thread, except :meth:`close` and ``sock``, which any thread may use.
+    Threads may share the sync :class:`anysmtp.SMTP`: their calls take turns.
+
     See the constructor for its arguments.
     """
 

@@ -12,9 +12,11 @@ trio.  Every socket and TLS error is mapped here, once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import ipaddress
+import math
 import os
 import select
 import socket
@@ -199,6 +201,9 @@ _TIMER_SLACK = 1e-3
 #: socket fills up) once this much is buffered: a server cannot make us hold
 #: more by talking out of turn.
 _READ_AHEAD = 65536
+#: How long taking the socket from another thread waits for the loop's thread
+#: to remove a parked reader (seconds).
+_HAND_OVER_WAIT = 5.0
 
 
 def _settle(future: asyncio.Future[bool | None], value: bool) -> None:
@@ -207,7 +212,7 @@ def _settle(future: asyncio.Future[bool | None], value: bool) -> None:
 
 
 def _on_readable(transport: weakref.ref[Transport]) -> None:
-    # A parked reader (see Transport.park_reader) stays in the loop between
+    # A parked reader (see Transport.hand_out_sock) stays in the loop between
     # calls: held weakly, a client dropped unclosed is still freed at once.
     alive = transport()
     if alive is not None:
@@ -215,13 +220,20 @@ def _on_readable(transport: weakref.ref[Transport]) -> None:
 
 
 def _remove_reader(
-    loop: asyncio.AbstractEventLoop, fd: int, sock: socket.socket | None, close: bool
+    loop: asyncio.AbstractEventLoop,
+    fd: int,
+    sock: socket.socket | None,
+    close: bool,
+    done: concurrent.futures.Future[None] | None,
 ) -> None:
+    """A parked reader's removal, run in its loop's thread for another one."""
     loop.remove_reader(fd)
     # Only now may the socket close (or, dropped unclosed, be freed: with a
     # ResourceWarning, as anywhere else), and its number go to another one.
     if close and sock is not None:
         sock.close()
+    if done is not None:
+        done.set_result(None)
 
 
 def _on_timer(transport: weakref.ref[Transport]) -> None:
@@ -264,6 +276,9 @@ class Transport:
     )
 
     def __init__(self, sock: socket.socket, *, parks: bool = False) -> None:
+        # First: __del__ reads them, even when setblocking() fails.
+        self._reader_on = False
+        self._closed = False
         sock.setblocking(False)
         self._ref = weakref.ref(self)
         self._sock = sock
@@ -274,7 +289,6 @@ class Transport:
         self._fd = sock.fileno()
         self._parser = ReplyParser()
         self._buffer = bytearray(_RECEIVE_SIZE)
-        self._closed = False
         self._waiting = False
         #: The asyncio loop the socket was connected in: its timed waits are a
         #: future, a reader (or writer) and a timer, without a cancel scope,
@@ -296,11 +310,10 @@ class Transport:
         #: the two ``epoll_ctl`` calls and the selector's work of every other
         #: wait.  It only reads plain sockets: TLS keeps data the poller cannot
         #: see.
-        self._reader_on = False
         self._reader_held = False
         #: Whether the reader stays registered between calls too (parked), as
         #: long as the socket's loop keeps using the connection; see
-        #: :meth:`park_reader`.
+        #: :meth:`hand_out_sock`.
         self._parks = parks and isinstance(
             self._loop, asyncio.selector_events.BaseSelectorEventLoop
         )
@@ -344,8 +357,12 @@ class Transport:
         if self._reader_on:
             if pending is not None:
                 self._stop_reading()
-            elif self._remove_parked_reader(self._sock):
-                return  # the loop's thread closes the socket after the reader
+            elif self._remove_parked_reader(self._sock, close=True):
+                # The loop's thread closes the socket after the reader; the
+                # server sees the connection end now.
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                return
         if pending is not None and self._loop is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
@@ -356,10 +373,12 @@ class Transport:
         self._sock.close()
 
     async def _wait_until(
-        self, loop: asyncio.AbstractEventLoop, readable: bool, deadline: float
+        self, loop: asyncio.AbstractEventLoop, readable: bool, deadline: float | None
     ) -> bool:
-        """asyncio's timed wait: a future that resolves to True (ready), False
-        (the deadline passed) or None (closed); a cancellation cancels it.
+        """asyncio's wait: a future that resolves to True (ready), False (the
+        deadline passed) or None (closed); a cancellation cancels it.  With no
+        deadline (``timeout=None``, smtplib's default) it waits as long as it
+        takes, the same way.
 
         A wait to read a plain socket uses the connection's reader, which reads
         what arrives itself (see :meth:`_on_readable`); other waits (to write,
@@ -381,12 +400,16 @@ class Transport:
             loop.add_reader(fd, _settle, future, True)
         else:
             loop.add_writer(fd, _settle, future, True)
-        self._deadline = deadline
-        if self._timer is None or self._timer_at > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = loop.call_at(deadline, _on_timer, self._ref)
+        if deadline is None:
+            # A timer left by an earlier wait finds nothing to time out.
+            self._deadline = math.inf
+        else:
+            self._deadline = deadline
+            if self._timer is None or self._timer_at > deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = deadline
+                self._timer = loop.call_at(deadline, _on_timer, self._ref)
         self._pending = future
         self._waiting_read = reads
         try:
@@ -415,7 +438,7 @@ class Transport:
             return  # no wait now: the next one sets the timer again
         if loop.time() >= self._deadline - _TIMER_SLACK:
             pending.set_result(False)
-        else:
+        elif self._deadline != math.inf:
             self._timer_at = self._deadline
             self._timer = loop.call_at(self._deadline, _on_timer, self._ref)
 
@@ -449,7 +472,14 @@ class Transport:
         """
         self._parks = False
         if self._reader_on and self._pending is None and not self._reader_held:
-            self._remove_parked_reader(None)
+            # The caller may close the socket at once: the loop must have let
+            # go of its number first.
+            removed: concurrent.futures.Future[None] = concurrent.futures.Future()
+            if self._remove_parked_reader(None, done=removed):
+                # Bounded: a loop that never turns again (its thread blocked
+                # on this one) must not hang the caller for ever.
+                with contextlib.suppress(TimeoutError):
+                    removed.result(_HAND_OVER_WAIT)
         return self._sock
 
     def __del__(self) -> None:
@@ -459,7 +489,11 @@ class Transport:
             self._remove_parked_reader(self._sock, close=False)
 
     def _remove_parked_reader(
-        self, closing: socket.socket | None, *, close: bool = True
+        self,
+        closing: socket.socket | None,
+        *,
+        close: bool = False,
+        done: concurrent.futures.Future[None] | None = None,
     ) -> bool:
         """Remove the reader, from any thread: the loop may be running in
         another one, and only its own thread may change its selector.
@@ -470,6 +504,7 @@ class Transport:
             removal meant for it would remove that socket's reader.
         :param close: whether the loop's thread then closes ``closing``
             (else it only lets it go).
+        :param done: set by the loop's thread once it has removed it.
         :returns: whether the loop's thread does it.
         """
         self._reader_on = False
@@ -479,7 +514,7 @@ class Transport:
         if loop.is_running() and loop is not asyncio._get_running_loop():
             try:
                 loop.call_soon_threadsafe(
-                    _remove_reader, loop, self._fd, closing, close
+                    _remove_reader, loop, self._fd, closing, close, done
                 )
             except RuntimeError:  # the loop closed meanwhile
                 return False
@@ -529,10 +564,10 @@ class Transport:
         :raises TimeoutError: the deadline passed.
         """
         loop = self._loop
+        if loop is not None and self.times_waits_itself:
+            return await self._wait_until(loop, readable, deadline)
         if deadline is None:
             await self._wait_ready(readable)
-        elif loop is not None and self.times_waits_itself:
-            return await self._wait_until(loop, readable, deadline)
         else:
             with anyio.CancelScope(deadline=deadline) as scope:
                 await self._wait_ready(readable)

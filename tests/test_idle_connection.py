@@ -18,9 +18,9 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 import pytest
@@ -29,6 +29,8 @@ import anysmtp
 from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 MESSAGE = b"Subject: idle\r\n\r\nbody\r\n"
 #: What the server receives for it, after EHLO.
@@ -229,49 +231,172 @@ async def test_code_that_takes_the_socket_may_close_it(
     assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
 
 
-# Other event loops (asyncio's own machinery) -----------------------------------
+async def test_a_socket_from_a_replaced_get_socket_stays_its_makers() -> None:
+    # smtplib's hook, replaced on the instance: the socket it makes may be
+    # closed by the code that made it, without ever asking for ``sock``.
+    made: list[socket.socket] = []
+    with ScriptedServer(one_message_then_drain, connections=2) as server:
+        smtp = client_for(server)
+        own = smtp._get_socket
+
+        async def get_socket(
+            host: str, port: int, timeout: float | None
+        ) -> socket.socket:
+            sock = await own(host, port, timeout)
+            made.append(sock)
+            return sock
+
+        smtp._get_socket = get_socket  # type: ignore[method-assign]
+        await connect_and_send(smtp)
+        [sock] = made
+        number = sock.fileno()
+        sock.close()
+        await idle(lambda: len(server.transcripts) == 1)
+        await assert_number_reusable(server, number)
+    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
 
 
-def serve_one_message_then_quit(conn: ScriptedConnection) -> None:
-    one_message(conn)
-    exchange(conn, (b"quit", b"221 bye\r\n"))
+async def test_adopting_a_closed_socket_fails_cleanly() -> None:
+    smtp = anysmtp.AsyncSMTP(start_tls=False)
+    sock = socket.socket()
+    sock.close()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        smtp.sock = sock
+    assert not smtp.is_connected
+
+
+# Other threads and other event loops (asyncio's own machinery) ----------------
+
+
+class LoopThread:
+    """An asyncio loop running in a thread of its own, as in a program that
+    keeps its loop in a background thread and uses the client from others."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever)
+
+    def __enter__(self) -> LoopThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` in the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep the loop's thread busy (in a callback) for the block: what is
+        handed to it waits."""
+        busy, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            busy.set()
+            release.wait(10)
+
+        self.loop.call_soon_threadsafe(hold)
+        assert busy.wait(10)
+        try:
+            yield
+        finally:
+            release.set()
+        self.run(asyncio.sleep(0))  # after what it was handed meanwhile
+
+
+def is_open(number: int) -> bool:
+    try:
+        os.fstat(number)
+    except OSError:
+        return False
+    return True
+
+
+async def connect_and_send(smtp: anysmtp.AsyncSMTP) -> None:
+    await smtp.connect()
+    await send_one(smtp)
+
+
+def server_saw_the_end(server: ScriptedServer) -> bool:
+    """Wait until the server's first connection has ended."""
+    deadline = time.monotonic() + 5
+    while len(server.transcripts) < 1:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.mark.usefixtures("no_cyclic_gc")
 def test_a_client_dropped_outside_its_loops_thread() -> None:
-    # The loop runs in another thread, which alone may change its selector: the
-    # parked reader goes there, and only then does the socket close.
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever)
-    thread.start()
-
-    def in_loop(coroutine: object) -> object:
-        assert asyncio.iscoroutine(coroutine)
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
-
-    async def connect_and_send(smtp: anysmtp.AsyncSMTP) -> None:
-        await smtp.connect()
-        await send_one(smtp)
-
-    try:
-        with ScriptedServer(one_message_then_drain, connections=2) as server:
-            number = lowest_free_descriptor()
-            smtp = client_for(server)
-            in_loop(connect_and_send(smtp))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+    # Only the loop's thread may change its selector: the parked reader is
+    # removed there, and only then is the socket freed (closed first, its
+    # number could go to a socket that the loop would never see ready).
+    with (
+        ScriptedServer(one_message_then_drain, connections=2) as server,
+        LoopThread() as background,
+    ):
+        number = lowest_free_descriptor()
+        smtp = client_for(server)
+        background.run(connect_and_send(smtp))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with background.held():
                 del smtp
-                # The loop's thread runs what it was handed.
-                in_loop(asyncio.sleep(0))
-            assert [str(each.message)[:15] for each in caught] == ["unclosed <socke"]
-            assert lowest_free_descriptor() <= number  # the socket is closed
-            in_loop(idle(lambda: len(server.transcripts) == 1))
-            in_loop(assert_number_reusable(server, number))
-        assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+                assert is_open(number)  # until the loop's thread has removed it
+        assert [str(each.message)[:15] for each in caught] == ["unclosed <socke"]
+        assert not is_open(number)
+        background.run(assert_number_reusable(server, number))
+    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+
+
+def test_close_outside_the_loops_thread() -> None:
+    # The server sees the connection end at once; the descriptor is closed by
+    # the loop's thread, once its reader is gone.
+    with (
+        ScriptedServer(one_message_then_drain, connections=2) as server,
+        LoopThread() as background,
+    ):
+        number = lowest_free_descriptor()
+        smtp = client_for(server)
+        background.run(connect_and_send(smtp))
+        with background.held():
+            smtp.close()
+            assert not smtp.is_connected
+            assert server_saw_the_end(server)
+            assert is_open(number)
+        assert not is_open(number)
+        background.run(assert_number_reusable(server, number))
+    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+
+
+def test_taking_the_socket_outside_the_loops_thread() -> None:
+    # The caller may close the socket as soon as it has it: it gets it once
+    # the loop's thread has removed the parked reader.
+    taken: list[socket.socket | None] = []
+    with (
+        ScriptedServer(one_message_then_drain, connections=2) as server,
+        LoopThread() as background,
+    ):
+        smtp = client_for(server)
+        background.run(connect_and_send(smtp))
+        taker = threading.Thread(target=lambda: taken.append(smtp.sock))
+        with background.held():
+            taker.start()
+            taker.join(0.2)
+            assert taker.is_alive()  # waiting for the loop's thread
+        taker.join(10)
+        [sock] = taken
+        assert sock is not None
+        number = sock.fileno()
+        sock.close()
+        assert server_saw_the_end(server)
+        background.run(assert_number_reusable(server, number))
+    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
 
 
 @pytest.mark.parametrize("first_loop", ["closed", "open"])
@@ -289,10 +414,6 @@ def test_a_client_used_again_in_another_event_loop(
         conn.read_data()
         conn.send(b"250 queued\r\n")
         exchange(conn, (b"quit", b"221 bye\r\n"))
-
-    async def connect_and_send(smtp: anysmtp.AsyncSMTP) -> None:
-        await smtp.connect()
-        await send_one(smtp)
 
     async def send_and_quit(smtp: anysmtp.AsyncSMTP) -> None:
         await send_one(smtp)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
+import anyio
 import pytest
 
 import anysmtp
@@ -169,6 +170,76 @@ def test_facade_timeout_inside_sendmail() -> None:
                 smtp.sendmail(ALICE, [BOB], MESSAGE)
             assert isinstance(caught.value, TimeoutError)
             assert smtp.sock is None
+        finally:
+            release.set()
+            smtp.close()
+
+
+# timeout=None (smtplib's default): waits as long as it takes ----------------------
+
+
+def noop_script(delays: list[float], release: threading.Event) -> ScriptedServer:
+    """Greeting, then one NOOP per delay, each answered that many seconds late;
+    then nothing until released."""
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 scripted\r\n")
+        for delay in delays:
+            conn.expect(b"noop")
+            time.sleep(delay)
+            conn.send(b"250 ok\r\n")
+        release.wait(10)
+        drain(conn)
+
+    return ScriptedServer(script)
+
+
+async def test_no_timeout_outlasts_an_earlier_timeout(anyio_backend: str) -> None:
+    # The first NOOP waits under a 0.3 s timeout (on asyncio that sets the
+    # connection's timer); the second, with no timeout, outlasts that timer.
+    release = threading.Event()
+    with noop_script([0.05, 0.6], release) as server:
+        smtp = anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, timeout=0.3, start_tls=False
+        )
+        try:
+            await smtp.connect()
+            assert await smtp.noop() == (250, b"ok")
+            smtp.timeout = None
+            assert await smtp.noop() == (250, b"ok")
+        finally:
+            release.set()
+            smtp.close()
+    assert server.transcript.endswith(b"noop\r\nnoop\r\n")
+
+
+@pytest.mark.parametrize("how", ["cancelled", "closed"])
+async def test_a_wait_with_no_timeout_ends_when_cancelled_or_closed(
+    anyio_backend: str, how: str
+) -> None:
+    release = threading.Event()
+    with noop_script([], release) as server:
+        smtp = anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, timeout=None, start_tls=False
+        )
+        try:
+            await smtp.connect()
+            if how == "cancelled":
+                with anyio.move_on_after(0.3) as scope:
+                    await smtp.noop()
+                assert scope.cancelled_caught
+            else:
+                async with anyio.create_task_group() as group:
+
+                    async def wait_for_noop() -> None:
+                        with pytest.raises(anysmtp.SMTPServerDisconnected):
+                            await smtp.noop()
+
+                    group.start_soon(wait_for_noop)
+                    await anyio.wait_all_tasks_blocked()
+                    smtp.close()
+            # Out of step with the server: the connection is not used again.
+            assert not smtp.is_connected
         finally:
             release.set()
             smtp.close()
