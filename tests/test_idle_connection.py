@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -331,72 +332,86 @@ def server_saw_the_end(server: ScriptedServer) -> bool:
     return True
 
 
+@dataclass
+class Parked:
+    """A client whose reader is parked in a loop running in another thread."""
+
+    server: ScriptedServer
+    background: LoopThread
+    #: The client; set to ``None`` to drop it.
+    client: anysmtp.AsyncSMTP | None
+    #: Its socket's descriptor number.
+    number: int
+
+
+@contextmanager
+def parked_in_a_loop_thread() -> Iterator[Parked]:
+    """A client that has sent one message from a loop running in another
+    thread; the server takes one more connection, and has received both
+    messages by the end of the block."""
+    with (
+        ScriptedServer(one_message_then_drain, connections=2) as server,
+        LoopThread() as background,
+    ):
+        number = lowest_free_descriptor()
+        parked = Parked(server, background, client_for(server), number)
+        assert parked.client is not None
+        background.run(connect_and_send(parked.client))
+        yield parked
+    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+
+
 @pytest.mark.usefixtures("no_cyclic_gc")
 def test_a_client_dropped_outside_its_loops_thread() -> None:
     # Only the loop's thread may change its selector: the parked reader is
     # removed there, and only then is the socket freed (closed first, its
     # number could go to a socket that the loop would never see ready).
-    with (
-        ScriptedServer(one_message_then_drain, connections=2) as server,
-        LoopThread() as background,
-    ):
-        number = lowest_free_descriptor()
-        smtp = client_for(server)
-        background.run(connect_and_send(smtp))
+    with parked_in_a_loop_thread() as parked:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with background.held():
-                del smtp
-                assert is_open(number)  # until the loop's thread has removed it
+            with parked.background.held():
+                parked.client = None
+                # Until the loop's thread has removed the reader.
+                assert is_open(parked.number)
         assert [str(each.message)[:15] for each in caught] == ["unclosed <socke"]
-        assert not is_open(number)
-        background.run(assert_number_reusable(server, number))
-    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+        assert not is_open(parked.number)
+        parked.background.run(assert_number_reusable(parked.server, parked.number))
 
 
 def test_close_outside_the_loops_thread() -> None:
     # The server sees the connection end at once; the descriptor is closed by
     # the loop's thread, once its reader is gone.
-    with (
-        ScriptedServer(one_message_then_drain, connections=2) as server,
-        LoopThread() as background,
-    ):
-        number = lowest_free_descriptor()
-        smtp = client_for(server)
-        background.run(connect_and_send(smtp))
-        with background.held():
+    with parked_in_a_loop_thread() as parked:
+        smtp = parked.client
+        assert smtp is not None
+        with parked.background.held():
             smtp.close()
             assert not smtp.is_connected
-            assert server_saw_the_end(server)
-            assert is_open(number)
-        assert not is_open(number)
-        background.run(assert_number_reusable(server, number))
-    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+            assert server_saw_the_end(parked.server)
+            assert is_open(parked.number)
+        assert not is_open(parked.number)
+        parked.background.run(assert_number_reusable(parked.server, parked.number))
 
 
 def test_taking_the_socket_outside_the_loops_thread() -> None:
     # The caller may close the socket as soon as it has it: it gets it once
     # the loop's thread has removed the parked reader.
     taken: list[socket.socket | None] = []
-    with (
-        ScriptedServer(one_message_then_drain, connections=2) as server,
-        LoopThread() as background,
-    ):
-        smtp = client_for(server)
-        background.run(connect_and_send(smtp))
+    with parked_in_a_loop_thread() as parked:
+        smtp = parked.client
+        assert smtp is not None
         taker = threading.Thread(target=lambda: taken.append(smtp.sock))
-        with background.held():
+        with parked.background.held():
             taker.start()
             taker.join(0.2)
             assert taker.is_alive()  # waiting for the loop's thread
         taker.join(10)
         [sock] = taken
         assert sock is not None
-        number = sock.fileno()
+        assert sock.fileno() == parked.number
         sock.close()
-        assert server_saw_the_end(server)
-        background.run(assert_number_reusable(server, number))
-    assert after_ehlo(server.transcripts) == [TRANSACTION] * 2
+        assert server_saw_the_end(parked.server)
+        parked.background.run(assert_number_reusable(parked.server, parked.number))
 
 
 @pytest.mark.parametrize("first_loop", ["closed", "open"])

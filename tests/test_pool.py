@@ -606,16 +606,23 @@ async def test_health_check_of_an_idle_connection(
     assert mailer.delivered() == ["first", "second"]
 
 
+def one_message(conn: ScriptedConnection, answer_after: float = 0) -> None:
+    """Greeting, EHLO with PIPELINING, and one message accepted, its final
+    reply ``answer_after`` seconds late."""
+    conn.greet_and_ehlo((b"PIPELINING",))
+    conn.expect(b"MAIL")
+    conn.expect(b"RCPT")
+    conn.expect(b"DATA")
+    conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.read_data()
+    time.sleep(answer_after)
+    conn.send(b"250 queued\r\n")
+
+
 async def test_failed_noop_opens_another_connection() -> None:
     def script(conn: ScriptedConnection, index: int) -> None:
         if index == 0:
-            conn.greet_and_ehlo((b"PIPELINING",))
-            conn.expect(b"MAIL")
-            conn.expect(b"RCPT")
-            conn.expect(b"DATA")
-            conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
-            conn.read_data()
-            conn.send(b"250 queued\r\n")
+            one_message(conn)
             conn.expect(b"NOOP")
             conn.send(b"421 4.3.2 shutting down\r\n")
             drain(conn)
@@ -663,14 +670,8 @@ async def test_connection_its_server_is_closing_while_idle_is_replaced() -> None
         if index:
             Mailer()(conn, index)
             return
-        conn.greet_and_ehlo((b"PIPELINING",))
-        conn.expect(b"MAIL")
-        conn.expect(b"RCPT")
-        conn.expect(b"DATA")
-        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
-        conn.read_data()
-        time.sleep(0.05)  # the client waits for this reply (its reader is on)
-        conn.send(b"250 queued\r\n")
+        # The client waits for the last reply: its reader is on.
+        one_message(conn, answer_after=0.05)
         conn.send(b"421 4.3.2 shutting down\r\n")
         said.set()
         drain(conn)
