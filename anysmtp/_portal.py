@@ -449,7 +449,9 @@ def run_in_portal(
     if isinstance(portal, LoopPortal):
         future = portal.submit(lambda: _outcome(func))
     else:
-        future = _where_trio_allows(lambda: portal.start_task_soon(_outcome, func))
+        future = _where_trio_allows(
+            portal, lambda: portal.start_task_soon(_outcome, func)
+        )
     try:
         result, error = future.result()
     except BaseException:
@@ -459,7 +461,7 @@ def run_in_portal(
             portal.cancel(future)
         else:
             # anyio's callback for it calls into the portal's loop.
-            _where_trio_allows(future.cancel)
+            _where_trio_allows(portal, future.cancel)
         _close_through(portal, on_interrupt)
         raise
     # As in run_here(): the traceback keeps this frame, which must not hold the
@@ -480,20 +482,27 @@ def run_in_portal(
 def _close_through(portal: Portal, on_interrupt: Callable[[], None]) -> None:
     """Run ``on_interrupt`` (it closes the connection) in the portal's loop."""
     try:
-        _where_trio_allows(lambda: portal.call(on_interrupt))
+        _where_trio_allows(portal, lambda: portal.call(on_interrupt))
     except RuntimeError:
         pass  # the portal is gone: nothing is left to close
 
 
-def _where_trio_allows(operation: Callable[[], T]) -> T:
+def _where_trio_allows(portal: Portal, operation: Callable[[], T]) -> T:
     """Run ``operation``, a call into an anyio portal, in this thread; or, if
-    this thread runs a trio loop (a sync call from trio code), in a thread of
-    its own: trio refuses any call into a trio loop from a thread that runs
-    one, and the portal's may be trio's.  The call still blocks this thread,
-    as any blocking call from async code does.
+    this thread runs a trio loop (a sync call from trio code) other than the
+    portal's, in a thread of its own: trio refuses any call into a trio loop
+    from a thread that runs one, and the portal's may be trio's.  The call
+    still blocks this thread, as any blocking call from async code does.  (In
+    the portal's own thread anyio refuses it, as it should: it would wait for
+    ever.)
     """
     trio = sys.modules.get("trio")
-    if trio is None or not trio.lowlevel.in_trio_run():
+    if (
+        trio is None
+        or isinstance(portal, LoopPortal)  # asyncio's: any thread may call it
+        or not trio.lowlevel.in_trio_run()
+        or getattr(portal, "_event_loop_thread_id", None) == threading.get_ident()
+    ):
         return operation()
     outcome: list[T] = []
     failure: list[BaseException] = []
@@ -508,5 +517,11 @@ def _where_trio_allows(operation: Callable[[], T]) -> T:
     hop.start()
     hop.join()
     if failure:
-        raise failure[0]
-    return outcome[0]
+        # Not kept in this frame, which the traceback holds: a cycle would
+        # keep the client (and its socket) alive until a garbage collection.
+        error = failure.pop()
+        try:
+            raise error
+        finally:
+            del error
+    return outcome.pop()

@@ -21,6 +21,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import weakref
 from typing import Any, Final
 
@@ -222,18 +223,21 @@ def _on_readable(transport: weakref.ref[Transport]) -> None:
 def _remove_reader(
     loop: asyncio.AbstractEventLoop,
     fd: int,
-    sock: socket.socket | None,
-    close: bool,
+    dropped: socket.socket | None,
     done: concurrent.futures.Future[None] | None,
 ) -> None:
     """A parked reader's removal, run in its loop's thread for another one."""
     loop.remove_reader(fd)
-    # Only now may the socket close (or, dropped unclosed, be freed: with a
+    # Only now may a dropped connection's socket be freed (with a
     # ResourceWarning, as anywhere else), and its number go to another one.
-    if close and sock is not None:
-        sock.close()
+    del dropped
     if done is not None:
         done.set_result(None)
+
+
+def _runs_elsewhere(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is running in another thread than this one."""
+    return loop.is_running() and loop is not asyncio._get_running_loop()
 
 
 def _on_timer(transport: weakref.ref[Transport]) -> None:
@@ -289,7 +293,9 @@ class Transport:
         self._fd = sock.fileno()
         self._parser = ReplyParser()
         self._buffer = bytearray(_RECEIVE_SIZE)
-        self._waiting = False
+        #: The thread whose loop anyio's wait (not the fast path's) runs in,
+        #: while there is one: close() from another thread cannot reach it.
+        self._waiting = 0
         #: The asyncio loop the socket was connected in: its timed waits are a
         #: future, a reader (or writer) and a timer, without a cancel scope,
         #: which costs a third of a round trip on loopback.  ``None`` under trio.
@@ -346,23 +352,50 @@ class Transport:
         return self._closed or self._sock.fileno() < 0
 
     def close(self) -> None:
-        """Close the socket now; a task waiting on it is woken with an error."""
+        """Close the socket now; a task waiting on it is woken with an error.
+
+        From a thread other than the one whose event loop polls the socket (a
+        watchdog's), the connection is shut down at once, so the server sees
+        the end and a waiting task wakes, and the socket is closed in that
+        loop's thread: only it may change what the loop polls, and the
+        socket's number must not go to another socket before.
+        """
         if self._closed:
             return
         self._closed = True
+        loop = self._loop
+        if (
+            loop is not None
+            and (self._reader_on or self._pending is not None or self._timer)
+            and _runs_elsewhere(loop)
+        ):
+            self._shut_down()
+            try:
+                loop.call_soon_threadsafe(self._close_here)
+            except RuntimeError:
+                pass  # the loop has closed meanwhile: it polls nothing now
+            else:
+                return
+        if self._waiting and self._waiting != threading.get_ident():
+            # anyio's wait, in another thread's loop: the shutdown wakes it,
+            # and it closes the socket once it has stopped waiting.
+            self._shut_down()
+            return
+        self._close_here()
+
+    def _shut_down(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _close_here(self) -> None:
+        """The rest of :meth:`close`, in the thread of the loop that polls the
+        socket (or where no loop polls it)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         pending = self._pending
         if self._reader_on:
-            if pending is not None:
-                self._stop_reading()
-            elif self._remove_parked_reader(self._sock, close=True):
-                # The loop's thread closes the socket after the reader; the
-                # server sees the connection end now.
-                with contextlib.suppress(OSError):
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                return
+            self._stop_reading()
         if pending is not None and self._loop is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
@@ -486,24 +519,21 @@ class Transport:
         # A client dropped unclosed while its reader is parked: the loop's
         # entry for the descriptor must go before the socket is freed.
         if self._reader_on and not self._closed:
-            self._remove_parked_reader(self._sock, close=False)
+            self._remove_parked_reader(self._sock)
 
     def _remove_parked_reader(
         self,
-        closing: socket.socket | None,
+        dropped: socket.socket | None,
         *,
-        close: bool = False,
         done: concurrent.futures.Future[None] | None = None,
     ) -> bool:
         """Remove the reader, from any thread: the loop may be running in
         another one, and only its own thread may change its selector.
 
-        :param closing: the socket, when it is to be closed (or freed) next.
-            If the removal must wait for the loop's thread, the socket waits
-            too: closed first, its number could go to a new socket, and the
-            removal meant for it would remove that socket's reader.
-        :param close: whether the loop's thread then closes ``closing``
-            (else it only lets it go).
+        :param dropped: the socket of a dropped connection: if the removal
+            must wait for the loop's thread, so does the socket's end (freed
+            first, its number could go to a new socket, and the removal meant
+            for it would remove that socket's reader).
         :param done: set by the loop's thread once it has removed it.
         :returns: whether the loop's thread does it.
         """
@@ -511,11 +541,9 @@ class Transport:
         loop = self._loop
         if loop is None or loop.is_closed():
             return False
-        if loop.is_running() and loop is not asyncio._get_running_loop():
+        if _runs_elsewhere(loop):
             try:
-                loop.call_soon_threadsafe(
-                    _remove_reader, loop, self._fd, closing, close, done
-                )
+                loop.call_soon_threadsafe(_remove_reader, loop, self._fd, dropped, done)
             except RuntimeError:  # the loop closed meanwhile
                 return False
             return True
@@ -580,7 +608,7 @@ class Transport:
             # The fast path's reader, left by a wait in another mode or parked
             # (maybe in another loop): anyio would replace it.
             self._remove_parked_reader(None)
-        self._waiting = True
+        self._waiting = threading.get_ident()
         try:
             if readable:
                 await anyio.wait_readable(self._sock)
@@ -595,7 +623,14 @@ class Transport:
                 else _BUSY
             ) from None
         finally:
-            self._waiting = False
+            self._waiting = 0
+            if self._closed and self._sock.fileno() >= 0:
+                # close() from another thread shut the connection down (which
+                # woke this wait) and left the socket to be closed here, now
+                # that nothing polls it.
+                self._sock.close()
+        if self._closed:
+            raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
 
     def _deadline_after(self, timeout: float) -> float:
         """``timeout`` seconds from now on the running loop's clock."""

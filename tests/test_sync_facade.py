@@ -10,6 +10,7 @@ import gc
 import smtplib
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -164,6 +165,52 @@ def test_brings_its_own_portal_into_a_running_loop(
 
     run(program)
     assert [m.data for m in smtpd.messages] == [b"hi\r\n"]
+
+
+@pytest.mark.parametrize("run", [run_in_asyncio, trio.run], ids=["asyncio", "trio"])
+def test_a_portal_called_from_its_own_loop_refuses(
+    smtpd: AiosmtpdServer,
+    run: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+) -> None:
+    # The call would wait for the loop it blocks: anyio says so at once (a
+    # trio caller used to hang for ever instead).
+    async def program() -> None:
+        async with anyio.from_thread.BlockingPortal() as portal:
+            smtp = anysmtp.SMTP(portal=portal)
+            with pytest.raises(RuntimeError, match="from the event loop thread"):
+                smtp.connect(smtpd.host, smtpd.port)
+
+    run(program)
+
+
+def test_a_watchdog_thread_may_close_a_waiting_client() -> None:
+    # smtplib's idiom for a call that takes too long with no timeout (the
+    # default): another thread closes the connection, and the call ends with
+    # SMTPServerDisconnected.  (It used to wait for ever.)
+    noticed = threading.Event()
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 scripted\r\n")
+        conn.expect(b"noop")
+        noticed.set()
+        while conn.read_line():
+            pass
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.SMTP(server.host, server.port)
+
+        def watchdog() -> None:
+            assert noticed.wait(10)
+            time.sleep(0.05)  # the call is waiting now
+            smtp.close()
+
+        closer = threading.Thread(target=watchdog)
+        closer.start()
+        with pytest.raises(anysmtp.SMTPServerDisconnected):
+            smtp.noop()
+        closer.join(10)
+        assert smtp.sock is None
+    assert server.transcript == b"noop\r\n"
 
 
 def test_called_from_inside_a_running_asyncio_loop(smtpd: AiosmtpdServer) -> None:

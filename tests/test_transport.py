@@ -767,6 +767,48 @@ async def test_close_from_another_task_wakes_the_waiting_one() -> None:
         await check_reconnect(smtp)
 
 
+@pytest.mark.parametrize("timeout", [None, 60], ids=["no-timeout", "timeout"])
+def test_close_from_another_thread_wakes_the_waiting_call(
+    anyio_backend: tuple[str, dict[str, Any]], timeout: float | None
+) -> None:
+    # A watchdog thread closes a connection whose call waits in an event loop
+    # running in another thread: the call ends at once with smtplib's error,
+    # and the server sees the connection end.  (It used to hang: the wake-up
+    # went to a loop asleep in select(), or close() raised anyio's
+    # NoEventLoopError.)
+    backend, options = anyio_backend
+    noticed = threading.Event()
+    raised: list[BaseException] = []
+    with ScriptedServer(silent_then_healthy(noticed), connections=2) as server:
+        smtp = anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, timeout=timeout
+        )
+
+        async def waiting_call() -> None:
+            await smtp.connect(start_tls=False)
+            try:
+                await smtp.noop()
+            except Exception as exc:
+                raised.append(exc)
+
+        loop_thread = threading.Thread(
+            target=anyio.run,
+            args=(waiting_call,),
+            kwargs={"backend": backend, "backend_options": options},
+        )
+        loop_thread.start()
+        assert noticed.wait(10)
+        time.sleep(0.05)  # the call is waiting now
+        smtp.close()
+        loop_thread.join(10)
+        assert not loop_thread.is_alive()
+        [exc] = raised
+        assert type(exc) is anysmtp.SMTPServerDisconnected
+        assert not smtp.is_connected
+        anyio.run(check_reconnect, smtp, backend=backend, backend_options=options)
+    assert server.transcripts[0] == b"noop\r\n"
+
+
 async def test_fail_after_while_waiting_for_the_greeting() -> None:
     def script(conn: ScriptedConnection) -> None:
         drain(conn)
