@@ -260,11 +260,15 @@ class SyncClient(metaclass=_FacadeMeta):
         """
         if self._pid != os.getpid():
             self._adopt_process()
-        try:
-            turns = self._turns
-            turn = turns.current
-            if turn is not None and self._called_back(turn):
+        turns = self._turns
+        turn = turns.current
+        if turn is not None and self._called_back(turn):
+            try:
                 return self._run(func)
+            finally:
+                self._warn_caller(self._async._warnings_for_caller)
+        left: list[Warning] | None = None
+        try:
             with turns.lock:
                 turns.current = object()
                 try:
@@ -278,9 +282,14 @@ class SyncClient(metaclass=_FacadeMeta):
                     return self._run(func)
                 finally:
                     turns.current = None
+                    # Taken while the turn is still this call's: the warnings
+                    # of the next thread's call are that thread's.
+                    kept = self._async._warnings_for_caller
+                    if kept:
+                        left = kept[:]
+                        kept.clear()
         finally:
-            if self._async._warnings_for_caller:
-                self._warn_caller()
+            self._warn_caller(left)
 
     def _called_back(self, turn: object) -> bool:
         """Whether this call comes from a hook of the call holding ``turn``, in
@@ -317,9 +326,9 @@ class SyncClient(metaclass=_FacadeMeta):
             )
         return run_in_portal(portal, func, self._async.close)
 
-    def _warn_caller(self) -> None:
-        """Raise the warnings the call left where smtplib raises them."""
-        kept = self._async._warnings_for_caller
+    @staticmethod
+    def _warn_caller(kept: list[Warning] | None) -> None:
+        """Raise the warnings a call left (``kept``) where smtplib raises them."""
         while kept:
             # Counted from here: _call, the facade's method, its caller.
             warnings.warn(kept.pop(0), stacklevel=4)

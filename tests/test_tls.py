@@ -6,9 +6,12 @@ Async tests run on every backend; the sync facade keeps smtplib's defaults.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import ssl
+import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 
 import anyio.from_thread
 import pytest
@@ -371,6 +374,52 @@ def test_facade_starttls_keyfile_is_deprecated(
     # Where smtplib raises it: at starttls()'s caller, so that filters by
     # module match it and a script's __main__ shows it.
     assert [warning.filename for warning in caught] == [__file__]
+
+
+class HandOverLock:
+    """A lock that, the first time it is released, runs ``then()`` (another
+    thread's whole call) before the releasing thread goes on: the moment right
+    after one call has ended and before its caller has seen the result."""
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        self._lock = threading.Lock()
+        self._then: Callable[[], None] | None = then
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+
+
+def test_facade_warnings_stay_with_the_thread_whose_call_raised_them(
+    starttls_server: AiosmtpdServer, certs: Certificates
+) -> None:
+    # Another thread's call that starts the moment this one ends must not
+    # raise this call's warning in its own thread, at its own caller.
+    server = starttls_server
+    with (
+        anysmtp.SMTP(server.host, server.port) as s,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        noop: list[tuple[int, bytes]] = []
+
+        def other_thread() -> None:
+            worker = threading.Thread(target=lambda: noop.append(s.noop()))
+            worker.start()
+            worker.join(10)
+
+        s._turns.lock = HandOverLock(other_thread)  # type: ignore[assignment]
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        s.starttls(certfile=str(certs.client_file))
+        assert noop == [(250, b"OK")]
+    assert [(w.category, w.filename, w.lineno) for w in caught] == [
+        (DeprecationWarning, __file__, line)
+    ]
 
 
 @pytest.mark.parametrize(
