@@ -363,29 +363,34 @@ class Transport:
         if self._closed:
             return
         self._closed = True
-        loop = self._loop
-        if (
-            loop is not None
-            and (self._reader_on or self._pending is not None or self._timer)
-            and _runs_elsewhere(loop)
-        ):
-            self._shut_down()
-            try:
-                loop.call_soon_threadsafe(self._close_here)
-            except RuntimeError:
-                pass  # the loop has closed meanwhile: it polls nothing now
-            else:
-                return
         if self._waiting and self._waiting != threading.get_ident():
             # anyio's wait, in another thread's loop: the shutdown wakes it,
             # and it closes the socket once it has stopped waiting.
             self._shut_down()
             return
+        loop = self._loop
+        if loop is not None and _runs_elsewhere(loop):
+            if self._reader_on or self._pending is not None:
+                self._shut_down()
+                try:
+                    loop.call_soon_threadsafe(self._close_here)
+                except RuntimeError:
+                    pass  # the loop has closed meanwhile: it polls nothing now
+                else:
+                    return
+            else:
+                # Nothing of it in the loop but perhaps its timer, which only
+                # that loop's thread may cancel: it holds the connection
+                # weakly and, when it fires, finds nothing to time out.
+                self._timer = None
         self._close_here()
 
     def _shut_down(self) -> None:
+        # The plain socket's shutdown, also under TLS: SSLSocket.shutdown()
+        # drops the TLS object first, and a send in the loop's thread could
+        # then go out in plaintext.
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     def _close_here(self) -> None:
         """The rest of :meth:`close`, in the thread of the loop that polls the
@@ -422,6 +427,8 @@ class Transport:
         """
         if self._pending is not None:
             raise SMTPServerDisconnected(_BUSY)
+        if self._closed:
+            raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
         fd = self._fd
         future: asyncio.Future[bool | None] = loop.create_future()
         reads = readable and not isinstance(self._sock, ssl.SSLSocket)
@@ -458,7 +465,9 @@ class Transport:
                     loop.remove_reader(fd)
                 else:
                     loop.remove_writer(fd)
-        if ready is None:
+        if ready is None or self._closed:
+            # Closed, maybe from another thread, whose shutdown can wake the
+            # wait as "ready" first.
             raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
         if not ready:
             raise TimeoutError
@@ -610,6 +619,10 @@ class Transport:
             self._remove_parked_reader(None)
         self._waiting = threading.get_ident()
         try:
+            if self._closed:
+                # close() from another thread came first; it reads _waiting
+                # after setting _closed, so one of the two sees the other.
+                raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
             if readable:
                 await anyio.wait_readable(self._sock)
             else:

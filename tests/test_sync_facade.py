@@ -213,6 +213,29 @@ def test_a_watchdog_thread_may_close_a_waiting_client() -> None:
     assert server.transcript == b"noop\r\n"
 
 
+def test_close_through_a_portal_closes_the_socket_at_once(
+    own_portal: anyio.from_thread.BlockingPortal,
+) -> None:
+    # The connection's loop runs in the portal's thread, and a timed wait
+    # left its timer there: close() from this thread still closes at once.
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"220 scripted\r\n")
+        conn.expect(b"noop")
+        time.sleep(0.05)  # the client waits for it, with its timer set
+        conn.send(b"250 ok\r\n")
+        while conn.read_line():
+            pass
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.SMTP(server.host, server.port, portal=own_portal, timeout=60)
+        assert smtp.noop() == (250, b"ok")
+        sock = smtp.sock
+        assert sock is not None
+        smtp.close()
+        assert sock.fileno() == -1
+    assert server.transcript == b"noop\r\n"
+
+
 def test_called_from_inside_a_running_asyncio_loop(smtpd: AiosmtpdServer) -> None:
     async def notebook_cell() -> tuple[int, bytes]:
         with anysmtp.SMTP(smtpd.host, smtpd.port) as server:

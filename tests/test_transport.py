@@ -15,6 +15,7 @@ import os
 import select
 import shutil
 import socket
+import ssl
 import struct
 import sys
 import tempfile
@@ -767,19 +768,43 @@ async def test_close_from_another_task_wakes_the_waiting_one() -> None:
         await check_reconnect(smtp)
 
 
+def stalled_handshake_then_healthy(noticed: threading.Event) -> Script:
+    """First connection: STARTTLS accepted, then the server takes the
+    client's first TLS record and never answers.  Second connection: a
+    healthy session."""
+    sessions = iter(["stalled", "healthy"])
+
+    def script(conn: ScriptedConnection) -> None:
+        if next(sessions) == "stalled":
+            conn.greet_and_ehlo((b"STARTTLS",))
+            exchange(conn, (b"starttls", b"220 go ahead\r\n"))
+            conn.read_tls_record()
+            noticed.set()
+            drain(conn)
+        else:
+            greet_ehlo_noop_quit(conn)
+
+    return script
+
+
 @pytest.mark.parametrize("timeout", [None, 60], ids=["no-timeout", "timeout"])
+@pytest.mark.parametrize("stage", ["reply", "handshake"])
 def test_close_from_another_thread_wakes_the_waiting_call(
-    anyio_backend: tuple[str, dict[str, Any]], timeout: float | None
+    anyio_backend: tuple[str, dict[str, Any]], timeout: float | None, stage: str
 ) -> None:
     # A watchdog thread closes a connection whose call waits in an event loop
     # running in another thread: the call ends at once with smtplib's error,
     # and the server sees the connection end.  (It used to hang: the wake-up
     # went to a loop asleep in select(), or close() raised anyio's
-    # NoEventLoopError.)
+    # NoEventLoopError; a first fix let the TLS handshake go on with a
+    # dropped TLS object, an AttributeError.)
     backend, options = anyio_backend
     noticed = threading.Event()
     raised: list[BaseException] = []
-    with ScriptedServer(silent_then_healthy(noticed), connections=2) as server:
+    script = (
+        silent_then_healthy if stage == "reply" else stalled_handshake_then_healthy
+    )(noticed)
+    with ScriptedServer(script, connections=2) as server:
         smtp = anysmtp.AsyncSMTP(
             server.host, server.port, local_hostname=LOCAL, timeout=timeout
         )
@@ -787,7 +812,11 @@ def test_close_from_another_thread_wakes_the_waiting_call(
         async def waiting_call() -> None:
             await smtp.connect(start_tls=False)
             try:
-                await smtp.noop()
+                if stage == "reply":
+                    await smtp.noop()
+                else:
+                    await smtp.ehlo()
+                    await smtp.starttls(context=ssl.create_default_context())
             except Exception as exc:
                 raised.append(exc)
 
@@ -806,7 +835,9 @@ def test_close_from_another_thread_wakes_the_waiting_call(
         assert type(exc) is anysmtp.SMTPServerDisconnected
         assert not smtp.is_connected
         anyio.run(check_reconnect, smtp, backend=backend, backend_options=options)
-    assert server.transcripts[0] == b"noop\r\n"
+    assert server.transcripts[0] == (
+        b"noop\r\n" if stage == "reply" else EHLO + b"STARTTLS\r\n"
+    )
 
 
 async def test_fail_after_while_waiting_for_the_greeting() -> None:
