@@ -371,12 +371,14 @@ class Transport:
         loop = self._loop
         if loop is not None and _runs_elsewhere(loop):
             if self._reader_on or self._pending is not None:
-                self._shut_down()
                 try:
+                    # Queued before the shutdown can wake anything: a loop
+                    # that stops right after the woken call still runs it.
                     loop.call_soon_threadsafe(self._close_here)
                 except RuntimeError:
                     pass  # the loop has closed meanwhile: it polls nothing now
                 else:
+                    self._shut_down()
                     return
             else:
                 # Nothing of it in the loop but perhaps its timer, which only
@@ -467,7 +469,10 @@ class Transport:
                     loop.remove_writer(fd)
         if ready is None or self._closed:
             # Closed, maybe from another thread, whose shutdown can wake the
-            # wait as "ready" first.
+            # wait as "ready" first: the rest of the close, handed to this
+            # loop, is done here and now (the loop may stop before it runs).
+            if self._sock.fileno() >= 0:
+                self._close_here()
             raise SMTPServerDisconnected(_CLOSED_WHILE_WAITING)
         if not ready:
             raise TimeoutError
@@ -567,6 +572,11 @@ class Transport:
     def _on_readable(self) -> None:
         """asyncio's reader: read what arrived into the parser and wake the task
         waiting for a reply."""
+        if self._closed:
+            # By another thread, whose shutdown woke this reader: the rest of
+            # the close, handed to this loop, is done now.
+            self._close_here()
+            return
         try:
             received = self._sock.recv_into(self._buffer)
         except (BlockingIOError, InterruptedError):

@@ -13,7 +13,6 @@ would then never see that socket ready).
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ import anyio
 import pytest
 
 import anysmtp
+from tests.descriptors import is_open, lowest_free_descriptor, next_descriptor_is
 from tests.servers import ScriptedConnection, ScriptedServer, drain, exchange
 
 pytestmark = pytest.mark.anyio
@@ -88,30 +88,6 @@ async def idle(until: Callable[[], bool]) -> None:
     await anyio.to_thread.run_sync(wait)
     # And a little longer: the loop runs the parked reader for what arrived.
     await anyio.sleep(0.05)
-
-
-def lowest_free_descriptor() -> int:
-    """The number the next socket gets."""
-    fd = os.open(os.devnull, os.O_RDONLY)
-    os.close(fd)
-    return fd
-
-
-@contextmanager
-def next_descriptor_is(number: int) -> Iterator[None]:
-    """Within the block the next socket gets descriptor ``number``: every free
-    number below it is taken meanwhile (by other threads' sockets that closed
-    since ``number`` was freed, say)."""
-    held: list[int] = []
-    try:
-        while (fd := os.open(os.devnull, os.O_RDONLY)) != number:
-            held.append(fd)
-            assert fd < number, f"descriptor {number} is in use"
-        os.close(fd)
-        yield
-    finally:
-        for each in held:
-            os.close(each)
 
 
 async def assert_number_reusable(server: ScriptedServer, number: int) -> None:
@@ -307,14 +283,6 @@ class LoopThread:
         finally:
             release.set()
         self.run(asyncio.sleep(0))  # after what it was handed meanwhile
-
-
-def is_open(number: int) -> bool:
-    try:
-        os.fstat(number)
-    except OSError:
-        return False
-    return True
 
 
 async def connect_and_send(smtp: anysmtp.AsyncSMTP) -> None:

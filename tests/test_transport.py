@@ -33,6 +33,7 @@ import anysmtp
 from anysmtp._protocol import RawReply
 from anysmtp._transport import Transport
 from tests.conftest import ASYNCIO_BACKENDS
+from tests.descriptors import is_open, lowest_free_descriptor
 from tests.servers import (
     AiosmtpdServer,
     ScriptedConnection,
@@ -808,8 +809,10 @@ def test_close_from_another_thread_wakes_the_waiting_call(
         smtp = anysmtp.AsyncSMTP(
             server.host, server.port, local_hostname=LOCAL, timeout=timeout
         )
+        numbers: list[int] = []
 
         async def waiting_call() -> None:
+            numbers.append(lowest_free_descriptor())  # the socket's, next
             await smtp.connect(start_tls=False)
             try:
                 if stage == "reply":
@@ -834,6 +837,8 @@ def test_close_from_another_thread_wakes_the_waiting_call(
         [exc] = raised
         assert type(exc) is anysmtp.SMTPServerDisconnected
         assert not smtp.is_connected
+        # Closed by the time the loop is gone, however the loop ended.
+        assert not is_open(numbers[0])
         anyio.run(check_reconnect, smtp, backend=backend, backend_options=options)
     assert server.transcripts[0] == (
         b"noop\r\n" if stage == "reply" else EHLO + b"STARTTLS\r\n"
