@@ -210,6 +210,23 @@ SHARING = [
 _Client = TypeVar("_Client", bound=anysmtp.SMTP)
 
 
+@contextlib.contextmanager
+def _greeted(
+    client_class: type[_Client], portal_kind: PortalKind
+) -> Iterator[tuple[_Client, ScriptedServer]]:
+    """A client of ``client_class`` through a portal of ``portal_kind``, past
+    EHLO with a server that answers everything."""
+    with (
+        ScriptedServer(_answer_everything) as server,
+        _portal_of(portal_kind) as portal,
+    ):
+        smtp = client_class(
+            server.host, server.port, portal=portal, timeout=5, local_hostname=_NAME
+        )
+        assert smtp.ehlo() == (250, b"scripted")
+        yield smtp, server
+
+
 def _share(
     client_class: type[_Client], portal_kind: PortalKind, first: Runner, second: Runner
 ) -> tuple[_Client, bytes]:
@@ -220,14 +237,7 @@ def _share(
 
     :returns: the client (closed) and what the server received.
     """
-    with (
-        ScriptedServer(_answer_everything) as server,
-        _portal_of(portal_kind) as portal,
-    ):
-        smtp = client_class(
-            server.host, server.port, portal=portal, timeout=5, local_hostname=_NAME
-        )
-        assert smtp.ehlo() == (250, b"scripted")
+    with _greeted(client_class, portal_kind) as (smtp, server):
         results = _in_threads(
             lambda: _run_as(first, lambda: _workload(smtp, "a")),
             lambda: _run_as(second, lambda: _workload(smtp, "b")),
@@ -324,14 +334,7 @@ class _PausingSend(anysmtp.SMTP):
 def test_another_thread_waits_while_a_hook_holds_the_call(
     portal_kind: PortalKind, holder: Runner, other: Runner
 ) -> None:
-    with (
-        ScriptedServer(_answer_everything) as server,
-        _portal_of(portal_kind) as portal,
-    ):
-        smtp = _PausingSend(
-            server.host, server.port, portal=portal, timeout=5, local_hostname=_NAME
-        )
-        smtp.ehlo()
+    with _greeted(_PausingSend, portal_kind) as (smtp, server):
         smtp.pause_on = b"XECHO held\r\n"
         held: list[object] = []
         waited: list[object] = []
@@ -382,14 +385,7 @@ class _CallingBackFromTheLoop(anysmtp.SMTP):
 def test_a_hook_in_the_loop_calling_back_fails_and_the_portal_goes_on(
     portal_kind: PortalKind,
 ) -> None:
-    with (
-        ScriptedServer(_answer_everything) as server,
-        _portal_of(portal_kind) as portal,
-    ):
-        smtp = _CallingBackFromTheLoop(
-            server.host, server.port, portal=portal, timeout=5, local_hostname=_NAME
-        )
-        smtp.ehlo()
+    with _greeted(_CallingBackFromTheLoop, portal_kind) as (smtp, server):
         with pytest.raises(RuntimeError, match="cannot make a blocking call"):
             smtp.sendmail("a@example.com", ["b@example.com"], b"x")
         # The portal's loop was not stopped: the client, and any other, still
