@@ -534,6 +534,10 @@ class Transport:
         # entry for the descriptor must go before the socket is freed.
         if self._reader_on and not self._closed:
             self._remove_parked_reader(self._sock)
+        elif self._closed and self._sock.fileno() >= 0:
+            # The rest of a close() handed to a loop that closed before it
+            # ran it: nothing polls the socket now.
+            self._sock.close()
 
     def _remove_parked_reader(
         self,

@@ -361,6 +361,33 @@ def test_close_outside_the_loops_thread() -> None:
         parked.background.run(assert_number_reusable(parked.server, parked.number))
 
 
+@pytest.mark.usefixtures("no_cyclic_gc")
+def test_a_close_left_queued_in_a_loop_that_stopped_still_closes_the_socket() -> None:
+    # The loop stops in the very turn in which another thread's close() hands
+    # it the rest of the close: closing the loop drops that unrun, and with
+    # it the last reference to the connection, whose socket must then close
+    # quietly (the selector is gone), not be left to warn.
+    with ScriptedServer(one_message_then_drain) as server:
+        number = lowest_free_descriptor()
+        smtp = client_for(server)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with LoopThread() as background:
+                background.run(connect_and_send(smtp))
+
+                def close_then_stop() -> None:
+                    closer = threading.Thread(target=smtp.close)
+                    closer.start()
+                    closer.join(10)
+                    background.loop.stop()
+
+                background.loop.call_soon_threadsafe(close_then_stop)
+                assert server_saw_the_end(server)
+            assert not is_open(number)
+        assert caught == []
+    assert after_ehlo(server.transcripts) == [TRANSACTION]
+
+
 def test_taking_the_socket_outside_the_loops_thread() -> None:
     # The caller may close the socket as soon as it has it: it gets it once
     # the loop's thread has removed the parked reader.
