@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from ._errors import (
     SMTPAuthenticationError,
+    SMTPConnectError,
     SMTPConnectTimeoutError,
     SMTPDataError,
     SMTPException,
@@ -182,6 +183,9 @@ def classify_connect_error(exc: BaseException, where: str) -> CliError | None:
 def _session_error(exc: BaseException, where: str) -> CliError | None:
     if isinstance(exc, SMTPNotSupportedError):
         return no_starttls(where)
+    if isinstance(exc, SMTPConnectError):
+        # The greeting, when an upgrade or a login was due.
+        return refused_connection(where, exc.smtp_code, exc.smtp_error)
     if isinstance(exc, SMTPResponseException):
         return CliError(
             ExitCode.CONNECTION, f"{where} refused the session: {_reply_of(exc)}"

@@ -18,15 +18,27 @@ import contextvars
 import datetime
 import email.message
 import enum
+import functools
 import os
 import socket
 import ssl
 import sys
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from smtplib import LMTP_PORT, SMTP_PORT
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, Self, TypeAlias
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Final,
+    NoReturn,
+    ParamSpec,
+    Self,
+    TypeAlias,
+    TypeVar,
+)
 
 import anyio
 import anyio.lowlevel
@@ -138,6 +150,40 @@ _NOT_TLS_REASONS: Final = frozenset(
 HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "anysmtp_held_transactions", default=frozenset()
 )
+
+_Client = TypeVar("_Client", bound="AsyncSMTP")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _alone(
+    command: Callable[Concatenate[_Client, _P], Awaitable[_R]],
+) -> Callable[Concatenate[_Client, _P], Coroutine[Any, Any, _R]]:
+    """Make ``command`` a command that runs alone on its connection: a task
+    sharing the client waits until the transaction or command in progress is
+    over, so that no task reads another's reply (aiosmtplib locks each command
+    the same way).  Within a transaction or command (``sendmail``'s own
+    commands, a hook's calls back in) it goes ahead: the lock is held for it.
+    """
+
+    @functools.wraps(command)
+    async def alone(self: _Client, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        held = HELD_TRANSACTIONS.get()
+        if id(self) in held:
+            return await command(self, *args, **kwargs)
+        turns = self._transaction_turns
+        if not turns.try_acquire():
+            await turns.acquire()
+        try:
+            token = HELD_TRANSACTIONS.set(held | {id(self)})
+            try:
+                return await command(self, *args, **kwargs)
+            finally:
+                HELD_TRANSACTIONS.reset(token)
+        finally:
+            turns.release()
+
+    return alone
 
 
 _MAXCHALLENGE: Final = 5
@@ -601,6 +647,9 @@ class AsyncSMTP:
         :raises SMTPServerDisconnected: the server closed the connection at once.
         :raises SMTPNotSupportedError: ``start_tls=True`` and the server does not
             offer STARTTLS (the connection is closed).
+        :raises SMTPConnectError: the greeting was not 220 while the client was
+            to upgrade with STARTTLS or log in (the connection is closed: the
+            next commands would go in plain text, or unauthenticated).
         :raises ValueError: conflicting or invalid options (``timeout=0``).
         """
         if hostname is not None and host and hostname != host:
@@ -692,6 +741,12 @@ class AsyncSMTP:
                 # caller of ``async with`` or send() never gets the client back.
                 self._drop_connection()
                 raise
+        elif self._starttls_due() or self._login_due():
+            # The upgrade or login was due and did not happen: a connection
+            # returned now would carry the next commands in plain text, or
+            # unauthenticated (a greeting is easy to forge on the way).
+            self._drop_connection()
+            raise SMTPConnectError(code, msg)
         return greeting
 
     def _default_port_for_mode(self) -> int:
@@ -743,19 +798,23 @@ class AsyncSMTP:
             self._drop_connection()
             raise
 
-    async def _after_greeting(self) -> None:
-        """The async keyword API's automatic STARTTLS and login."""
+    def _starttls_due(self) -> bool:
+        """Whether the async keyword API upgrades with STARTTLS after the
+        greeting (``start_tls=True``, or ``None`` with a name to verify)."""
+        if self._use_tls or self._start_tls is False:
+            return False
         # Without a name (Unix socket, adopted socket) there is nothing to verify
         # a certificate against: only an explicit start_tls=True tries (and
         # fails with a clear error).
-        can_verify = (
+        return bool(self._start_tls) or (
             self._tls_server_hostname() is not None
             or not self._tls_options.validate_certs
             or self._tls_options.tls_context is not None
         )
-        if not self._use_tls and (
-            self._start_tls or (self._start_tls is None and can_verify)
-        ):
+
+    async def _after_greeting(self) -> None:
+        """The async keyword API's automatic STARTTLS and login."""
+        if self._starttls_due():
             await self.ehlo_or_helo_if_needed()
             if self.has_extn("starttls"):
                 self._starttls_reply = await self.starttls()
@@ -766,11 +825,18 @@ class AsyncSMTP:
                     "STARTTLS extension not supported by server, and start_tls=True "
                     "requires it: not continuing in plain text"
                 )
-        if self._username is not None:
+        if self._login_due():
+            assert self._username is not None
             if self._oauth_token is not None:
                 await self.login_oauth(self._username, self._oauth_token)
             elif self._password is not None:
                 await self.login(self._username, self._password)
+
+    def _login_due(self) -> bool:
+        """Whether the async keyword API logs in after the greeting."""
+        return self._username is not None and (
+            self._oauth_token is not None or self._password is not None
+        )
 
     async def _open(
         self, opening: Awaitable[socket.socket], timeout: float | None
@@ -878,6 +944,7 @@ class AsyncSMTP:
             raise SMTPResponseException(500, str(exc)) from None
         return None if raw is None else raw.response
 
+    @_alone
     async def docmd(self, cmd: str, args: str = "") -> SMTPResponse:
         """Send a command and return the server's reply.
 
@@ -934,6 +1001,7 @@ class AsyncSMTP:
             self._local_hostname = _process_hostname
         return self._local_hostname
 
+    @_alone
     async def helo(self, name: str = "") -> SMTPResponse:
         """Send HELO.
 
@@ -945,6 +1013,7 @@ class AsyncSMTP:
         self.helo_resp = msg
         return SMTPResponse(code, msg)
 
+    @_alone
     async def ehlo(self, name: str = "") -> SMTPResponse:
         """Send EHLO (LHLO for LMTP) and record the server's extensions.
 
@@ -979,6 +1048,7 @@ class AsyncSMTP:
         :meth:`has_extn`)."""
         return extension.lower() in self.esmtp_features
 
+    @_alone
     async def help(self, args: str = "") -> bytes:
         """Send HELP and return the message of the reply.
 
@@ -987,6 +1057,7 @@ class AsyncSMTP:
         await self.putcmd("help", args)
         return (await self.getreply())[1]
 
+    @_alone
     async def rset(self) -> SMTPResponse:
         """Send RSET: abort the current mail transaction."""
         self.command_encoding = "ascii"
@@ -1000,10 +1071,12 @@ class AsyncSMTP:
         except SMTPServerDisconnected:
             pass
 
+    @_alone
     async def noop(self) -> SMTPResponse:
         """Send NOOP."""
         return await self.docmd("noop")
 
+    @_alone
     async def mail(self, sender: str, options: Sequence[str] = ()) -> SMTPResponse:
         """Send MAIL FROM: start a mail transaction.
 
@@ -1038,6 +1111,7 @@ class AsyncSMTP:
             optionlist = " " + " ".join(options)
         return f"TO:{path}{optionlist}"
 
+    @_alone
     async def rcpt(self, recip: str, options: Sequence[str] = ()) -> SMTPResponse:
         """Send RCPT TO for one recipient.
 
@@ -1050,6 +1124,7 @@ class AsyncSMTP:
             self._accepted_recipients.append(recip)
         return reply
 
+    @_alone
     async def data(self, msg: MessageSource) -> SMTPResponse:
         """Send DATA and then the message.
 
@@ -1158,6 +1233,7 @@ class AsyncSMTP:
             )
         return overridden or not self.__dict__.keys().isdisjoint(_PIPELINED_HOOKS)
 
+    @_alone
     async def verify(self, address: str) -> SMTPResponse:
         """Send VRFY: ask whether an address is valid."""
         check_address(address)
@@ -1168,6 +1244,7 @@ class AsyncSMTP:
         """Send VRFY (the same as :meth:`verify`)."""
         return await self.verify(address)
 
+    @_alone
     async def expn(self, address: str) -> SMTPResponse:
         """Send EXPN: ask to expand a mailing list."""
         check_address(address)
@@ -1188,6 +1265,7 @@ class AsyncSMTP:
             if not (200 <= code <= 299):
                 raise SMTPHeloError(code, resp)
 
+    @_alone
     async def starttls(
         self,
         keyfile: str | None = None,
@@ -1250,6 +1328,7 @@ class AsyncSMTP:
         self._last_ehlo_response = None
         return SMTPResponse(resp, reply)
 
+    @_alone
     async def auth(
         self,
         mechanism: str,
@@ -1335,6 +1414,7 @@ class AsyncSMTP:
             return user
         return login_response(user, password, self._auth_challenge_count)
 
+    @_alone
     async def login(
         self, user: str, password: str, *, initial_response_ok: bool = True
     ) -> SMTPResponse:
@@ -1386,6 +1466,7 @@ class AsyncSMTP:
         assert last_exception is not None
         raise last_exception
 
+    @_alone
     async def login_oauth(
         self,
         user: str,
@@ -1925,6 +2006,7 @@ class AsyncSMTP:
             prepared.sender, prepared.recipients, prepared.data, options, rcpt_options
         )
 
+    @_alone
     async def quit(self) -> SMTPResponse:
         """Send QUIT and close the connection.
 
@@ -2163,6 +2245,7 @@ class AsyncLMTP(AsyncSMTP):
             start_tls=start_tls,
         )
 
+    @_alone
     async def data(self, msg: MessageSource) -> SMTPResponse:
         """Send DATA and the message, then read one reply per accepted recipient.
 

@@ -263,7 +263,8 @@ class _Renderer:
                             node.name in setters,
                         )
                     )
-                elif not decorators:
+                elif not decorators or decorators == ["_alone"]:
+                    # ``_alone``: a command that takes the client's turn.
                     members.append(self.method(node, owner))
         return members
 

@@ -283,6 +283,9 @@ class SMTP(SyncClient):
         :raises SMTPServerDisconnected: the server closed the connection at once.
         :raises SMTPNotSupportedError: ``start_tls=True`` and the server does not
             offer STARTTLS (the connection is closed).
+        :raises SMTPConnectError: the greeting was not 220 while the client was
+            to upgrade with STARTTLS or log in (the connection is closed: the
+            next commands would go in plain text, or unauthenticated).
         :raises ValueError: conflicting or invalid options (``timeout=0``).
         """
         return self._call(lambda: AsyncSMTP.connect(self._async, host=host, port=port, source_address=source_address, hostname=hostname, socket_path=socket_path, sock=sock, timeout=timeout, use_tls=use_tls, start_tls=start_tls))

@@ -35,6 +35,7 @@ from ._portal import (
     run_in_portal,
 )
 from ._tls import check_legacy_arguments, warn_legacy_arguments
+from ._turns import Turns
 
 __all__ = ["SyncClient", "SyncLMTPInit", "SyncSMTPSSLInit"]
 
@@ -399,6 +400,8 @@ class SyncClient(metaclass=_FacadeMeta):
         # The lock may have been held by a parent's thread that the child does
         # not have: nobody would ever release the child's copy.
         self._turns = _Turns()
+        # So may the async client's turn, which every command takes.
+        self._async._transaction_turns = Turns()
         if self._async.is_connected:
             self._async.close()
             raise SMTPServerDisconnected(

@@ -631,6 +631,10 @@ class Transport:
             # The fast path's reader, left by a wait in another mode or parked
             # (maybe in another loop): anyio would replace it.
             self._remove_parked_reader(None)
+        if self._waiting:
+            # Another task's wait (anyio would say BusyResourceError): its
+            # marker stays, so that the close that follows wakes it.
+            raise SMTPServerDisconnected(_BUSY)
         self._waiting = threading.get_ident()
         try:
             if self._closed:

@@ -209,6 +209,44 @@ async def test_start_tls_true_requires_the_extension() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        ({"start_tls": True}, True),
+        ({}, True),  # start_tls=None with a name to verify: an upgrade is due
+        ({"start_tls": False, "username": "u", "password": "p"}, True),
+        ({"start_tls": False, "username": "u", "oauth_token": "t"}, True),
+        ({"start_tls": False}, False),
+    ],
+)
+async def test_a_greeting_other_than_220_stops_a_due_upgrade_or_login(
+    options: dict[str, object], refused: bool
+) -> None:
+    # Whoever can change the greeting on the way must not get the commands
+    # that follow in plain text, or unauthenticated: the connection is closed.
+    # With nothing due, the greeting is returned, as smtplib's connect() does.
+    def script(conn: ScriptedConnection) -> None:
+        conn.send(b"554 not now\r\n")
+        conn.read_line()
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(hostname=server.host, port=server.port, **options)  # type: ignore[arg-type]
+        if refused:
+            with pytest.raises(anysmtp.SMTPConnectError) as raised:
+                await smtp.connect()
+            assert (raised.value.smtp_code, raised.value.smtp_error) == (
+                554,
+                b"not now",
+            )
+            assert not smtp.is_connected
+        else:
+            assert await smtp.connect() == (554, b"not now")
+            assert smtp.is_connected
+            smtp.close()
+    assert server.transcript == b""
+
+
+@pytest.mark.anyio
 async def test_explicit_starttls_verifies_and_resets_state(
     starttls_server: AiosmtpdServer, certs: Certificates
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import anyio
 import anyio.lowlevel
@@ -167,3 +168,123 @@ async def test_a_cancelled_task_starts_no_transaction(smtpd: AiosmtpdServer) -> 
         assert scope.cancelled_caught
         assert await smtp.sendmail("c@example.com", ["d@example.com"], b"sent") == {}
     assert [m.data for m in smtpd.messages] == [b"sent\r\n"]
+
+
+async def test_commands_of_tasks_sharing_a_client_take_turns() -> None:
+    # aiosmtplib serialises every command: a task must never read another's
+    # reply, even when the server is slow to answer the first command.
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        conn.expect(b"noop")
+        time.sleep(0.2)  # the other task's HELP would go out now, unlocked
+        conn.send(b"250 reply to NOOP\r\n")
+        conn.expect(b"help")
+        conn.send(b"214 reply to HELP\r\n")
+        conn.expect(b"quit")
+        conn.send(b"221 bye\r\n")
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=5
+        ) as smtp:
+            await smtp.ehlo()
+            replies: dict[str, object] = {}
+
+            async def noop() -> None:
+                replies["noop"] = await smtp.noop()
+
+            async def help_() -> None:
+                replies["help"] = await smtp.help()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(noop)
+                await anyio.wait_all_tasks_blocked()
+                group.start_soon(help_)
+            assert replies == {
+                "noop": (250, b"reply to NOOP"),
+                "help": b"reply to HELP",
+            }
+
+
+async def test_a_command_waits_for_the_transaction_in_progress() -> None:
+    # A keep-alive NOOP from another task goes after the whole transaction,
+    # not between its commands.
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        conn.expect(b"mail from:")
+        time.sleep(0.2)
+        conn.send(b"250 ok\r\n")
+        conn.expect(b"rcpt to:")
+        conn.send(b"250 ok\r\n")
+        conn.expect(b"data")
+        conn.send(b"354 go\r\n")
+        conn.read_data()
+        conn.send(b"250 queued\r\n")
+        conn.expect(b"noop")
+        conn.send(b"250 alive\r\n")
+        conn.expect(b"quit")
+        conn.send(b"221 bye\r\n")
+
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=5
+        ) as smtp:
+            await smtp.ehlo()
+            results: dict[str, object] = {}
+
+            async def send() -> None:
+                results["sendmail"] = await smtp.sendmail(
+                    "a@b.example", ["c@d.example"], b"Subject: x\r\n\r\nbody\r\n"
+                )
+
+            async def noop() -> None:
+                results["noop"] = await smtp.noop()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(send)
+                await anyio.wait_all_tasks_blocked()
+                group.start_soon(noop)
+            assert results == {"sendmail": {}, "noop": (250, b"alive")}
+
+
+@pytest.mark.parametrize("timeout", [5, None])
+async def test_a_wait_beside_another_tasks_wait_is_refused_and_wakes_it(
+    timeout: float | None,
+) -> None:
+    # Raw getreply() calls of two tasks (no turn is taken for them): the
+    # second is refused and the connection closed, and the first wakes at
+    # once with an error, not at its timeout (or never, without one).
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        conn.expect(b"noop")
+        conn.read_line()  # until the client closes
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=timeout
+        )
+        await smtp.connect()
+        await smtp.ehlo()
+        errors: dict[str, str] = {}
+
+        async def first() -> None:
+            await smtp.putcmd("noop")
+            try:
+                await smtp.getreply()
+            except anysmtp.SMTPServerDisconnected as exc:
+                errors["first"] = str(exc)
+
+        async def second() -> None:
+            try:
+                await smtp.getreply()
+            except anysmtp.SMTPServerDisconnected as exc:
+                errors["second"] = str(exc)
+
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as group:
+                group.start_soon(first)
+                await anyio.wait_all_tasks_blocked()
+                group.start_soon(second)
+        assert errors["second"] == "Another task is already using this connection"
+        assert "first" in errors
+        assert not smtp.is_connected
