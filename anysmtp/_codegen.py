@@ -11,7 +11,7 @@ it and exposes the same public surface:
   ``mypy --strict`` re-checks every call against the async signature);
 * every plain ``def`` is called directly;
 * every property and every annotated instance attribute becomes a property that
-  reads and writes the async client's;
+  reads and writes the async client's (but those in :data:`HAND_WRITTEN`);
 * every ``ClassVar`` is copied.
 
 The output depends only on ``_client.py`` and needs no formatter.
@@ -53,6 +53,10 @@ CLASSES: dict[str, SyncClassSpec] = {
 SKIPPED = frozenset({"__init__", "__aenter__", "__aexit__", "__repr__"})
 #: Private names smtplib code calls or overrides, so the facade has them too.
 PRIVATE_KEPT = frozenset({"_print_debug", "_rset"})
+#: Attributes whose sync property is hand-written in ``_sync_base.py``, where it
+#: behaves as smtplib's: ``sock`` is handed out in blocking mode, and
+#: ``debuglevel`` follows the class's value until the client sets its own.
+HAND_WRITTEN = frozenset({"sock", "debuglevel"})
 _BUILTINS = frozenset(dir(builtins))
 _INDENT = "    "
 
@@ -247,10 +251,10 @@ class _Renderer:
                     members.append(
                         [f"{name}: {self.expr(annotation)} = {self.expr(node.value)}"]
                     )
-                elif not is_classvar and self.public(name):
+                elif not is_classvar and self.public(name) and name not in HAND_WRITTEN:
                     members.append(self.proxy(name, self.expr(annotation), None, True))
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                if not self.public(node.name):
+                if not self.public(node.name) or node.name in HAND_WRITTEN:
                     continue
                 decorators = [ast.unparse(deco) for deco in node.decorator_list]
                 if decorators == ["property"]:

@@ -70,17 +70,6 @@ class SMTP(SyncClient):
     _bdat_window: ClassVar[int] = 4
 
     @property
-    def debuglevel(self) -> int:
-        try:
-            return self._async.debuglevel
-        except AttributeError:
-            raise self._missing("debuglevel") from None
-
-    @debuglevel.setter
-    def debuglevel(self, value: int) -> None:
-        self._async.debuglevel = value
-
-    @property
     def helo_resp(self) -> bytes | None:
         try:
             return self._async.helo_resp
@@ -187,19 +176,6 @@ class SMTP(SyncClient):
     @local_hostname.setter
     def local_hostname(self, value: str) -> None:
         self._async.local_hostname = value
-
-    @property
-    def sock(self) -> socket.socket | None:
-        """The connected socket, or ``None``.
-
-        It is an :class:`ssl.SSLSocket` once TLS is on.  Assigning a connected
-        socket to an unconnected client makes the client use it.
-        """
-        return self._async.sock
-
-    @sock.setter
-    def sock(self, value: socket.socket | None) -> None:
-        self._async.sock = value
 
     @property
     def is_connected(self) -> bool:

@@ -19,7 +19,16 @@ import weakref
 from collections.abc import Awaitable, Callable
 from smtplib import LMTP_PORT
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    NoReturn,
+    Self,
+    SupportsIndex,
+    TypeVar,
+)
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -34,7 +43,11 @@ from ._portal import (
     run_here,
     run_in_portal,
 )
-from ._tls import check_legacy_arguments, warn_legacy_arguments
+from ._tls import (
+    check_legacy_arguments,
+    smtplib_default_context,
+    warn_legacy_arguments,
+)
 from ._turns import Turns
 
 __all__ = ["SyncClient", "SyncLMTPInit", "SyncSMTPSSLInit"]
@@ -72,8 +85,13 @@ _TASK_TURN: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 
 #: Generated functions by name: what is *not* one of these is an override.
 _GENERATED_FUNCTIONS: dict[str, set[object]] = {}
-#: Bumped whenever a hookable name is assigned on a facade class or instance,
-#: so each client re-checks its overrides only when something changed.
+#: smtplib reads these through ``self``, so a subclass's or an instance's value
+#: counts: each client copies them into its async client with its hooks.
+#: (``debuglevel`` set on a class is kept as ``_debuglevel_default``.)
+_CLASS_VALUES: Final = frozenset({"default_port", "ehlo_msg", "_debuglevel_default"})
+#: Bumped whenever a hookable name (or one of ``_CLASS_VALUES``) is assigned on
+#: a facade class or instance, so each client re-checks its overrides only when
+#: something changed.
 _hook_epoch = 0
 
 
@@ -82,18 +100,87 @@ def _bump_hook_epoch() -> None:
     _hook_epoch += 1
 
 
+def _watched(name: str) -> bool:
+    return name in _GENERATED_FUNCTIONS or name in _CLASS_VALUES
+
+
 class _FacadeMeta(type):
-    """Notices class-level monkeypatches of hookable methods."""
+    """Notices class-level monkeypatches of hookable methods and of the class
+    values smtplib reads through ``self`` (``default_port``, ``ehlo_msg``,
+    ``debuglevel``).
+
+    ``debuglevel`` set on a class (``smtplib.SMTP.debuglevel = 1``, or
+    ``debuglevel = 1`` in a subclass's body) is the default level of its
+    clients, as in smtplib; it is kept as ``_debuglevel_default``, so the
+    instances' ``debuglevel`` property (their own level, which wins) stays.
+    """
+
+    _debuglevel_default: int
+
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any
+    ) -> _FacadeMeta:
+        if "debuglevel" in namespace and not isinstance(
+            namespace["debuglevel"], property
+        ):
+            namespace = dict(namespace)
+            namespace["_debuglevel_default"] = namespace.pop("debuglevel")
+        return super().__new__(mcs, name, bases, namespace, **kw)
+
+    @property
+    def debuglevel(cls) -> int:
+        """The default debug level of the class's clients (smtplib's class
+        attribute)."""
+        return cls._debuglevel_default
 
     def __setattr__(cls, name: str, value: object) -> None:
+        if name == "debuglevel":
+            name = "_debuglevel_default"
         super().__setattr__(name, value)
-        if name in _GENERATED_FUNCTIONS:
+        if _watched(name):
             _bump_hook_epoch()
 
     def __delattr__(cls, name: str) -> None:
+        if name == "debuglevel":
+            # What ``mock.patch.object(SMTP, "debuglevel", 1)`` does on exit.
+            name = "_debuglevel_default"
         super().__delattr__(name)
-        if name in _GENERATED_FUNCTIONS:
+        if _watched(name):
             _bump_hook_epoch()
+
+
+class _InheritedLevel(int):
+    """The debug level of a client that never set its own: its class's
+    ``debuglevel``, copied in with its hooks (a plain ``int``, set by
+    ``set_debuglevel()`` or ``debuglevel = ...``, is the client's own)."""
+
+    __slots__ = ()
+
+
+class _EarlyAttributes:
+    """What a subclass's ``__init__`` assigns before it calls the facade's
+    constructor (``self.timeout = 7``, ``self.debuglevel = 1``...), which
+    smtplib allows: kept here, then given to the async client when the
+    constructor makes it (see :meth:`SyncClient._attach`).  Reads find what was
+    assigned, else smtplib's class attributes."""
+
+    sock = None
+    helo_resp = None
+    ehlo_resp = None
+    does_esmtp = False
+
+
+class _BeforeInit:
+    """``_async`` until the constructor has run: an :class:`_EarlyAttributes`
+    made on first use (a non-data descriptor: the instance's own ``_async``
+    hides it, at no cost, once set)."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        early = _EarlyAttributes()
+        instance.__dict__["_async"] = early
+        return early
 
 
 def _function_of(attribute: object) -> object:
@@ -106,11 +193,16 @@ class _Turns:
     without waiting for it.  (Slots: this is on every call's path, where the
     facade's own ``__setattr__`` would cost more than the rest.)"""
 
-    __slots__ = ("current", "lock")
+    __slots__ = ("current", "lent", "lent_timeout", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.current: object | None = None
+        #: The socket ``sock`` handed out in blocking mode (smtplib's), which
+        #: the next call puts back in non-blocking mode for the core; and the
+        #: timeout it was handed out with.
+        self.lent: socket.socket | None = None
+        self.lent_timeout: float | None = None
 
 
 class SyncClient(metaclass=_FacadeMeta):
@@ -128,6 +220,23 @@ class SyncClient(metaclass=_FacadeMeta):
 
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP
     _async: AsyncSMTP
+    if not TYPE_CHECKING:
+        # Attributes a subclass assigns before calling the constructor.
+        _async = _BeforeInit()
+    #: What smtplib's constructor assigns itself: a value a subclass assigned
+    #: before calling it does not survive it.
+    _constructor_sets: ClassVar[frozenset[str]] = frozenset(
+        {
+            "timeout",
+            "source_address",
+            "local_hostname",
+            "esmtp_features",
+            "command_encoding",
+            "_host",
+        }
+    )
+    #: ``debuglevel`` set on the class (see :class:`_FacadeMeta`).
+    _debuglevel_default: ClassVar[int] = 0
     #: smtplib's reply file; anysmtp reads through its own buffer, so it stays
     #: ``None`` (code that resets it to ``None`` keeps working).
     file: Any = None
@@ -143,12 +252,12 @@ class SyncClient(metaclass=_FacadeMeta):
             _GENERATED_FUNCTIONS.setdefault("_get_socket", set()).add(
                 SyncClient.__dict__["_get_socket"]
             )
-        elif any(name in _GENERATED_FUNCTIONS for name in cls.__dict__):
+        elif any(_watched(name) for name in cls.__dict__):
             _bump_hook_epoch()
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
-        if name in _GENERATED_FUNCTIONS:
+        if _watched(name):
             _bump_hook_epoch()
 
     def __init__(
@@ -186,6 +295,7 @@ class SyncClient(metaclass=_FacadeMeta):
         self._connect_on_init(host, port)
 
     def _attach(self, portal: BlockingPortal | None, client: AsyncSMTP) -> None:
+        early = self.__dict__.get("_async")
         self._portal = portal
         self._pid = os.getpid()
         self._async = client
@@ -200,6 +310,14 @@ class SyncClient(metaclass=_FacadeMeta):
         # smtplib's TLS defaults: no upgrade on its own, an unverified context
         # when none is given.
         client._stdlib_tls_defaults = True
+        # Its class's level until it sets its own (copied in _refresh_hooks).
+        client.debuglevel = _InheritedLevel(type(self)._debuglevel_default)
+        if isinstance(early, _EarlyAttributes):
+            # Assigned by a subclass before it called the constructor: kept as
+            # in smtplib, unless smtplib's constructor assigns it too.
+            for name, value in vars(early).items():
+                if name not in self._constructor_sets:
+                    setattr(client, name, value)
 
     def _connect_on_init(self, host: str, port: int) -> None:
         if host:
@@ -212,6 +330,20 @@ class SyncClient(metaclass=_FacadeMeta):
         return repr(self._async).replace(
             type(self._async).__name__, type(self).__name__
         )
+
+    def __copy__(self) -> Self:
+        # A shallow copy shares the connection, as smtplib's does.
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        # Said at once: copying the parts (the event loop's, the connection's)
+        # one by one would fail half-way, leaving broken copies to be freed.
+        raise TypeError(f"cannot deep-copy {type(self).__name__!r} object")
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def __enter__(self) -> Self:
         return self
@@ -265,6 +397,8 @@ class SyncClient(metaclass=_FacadeMeta):
         turn = turns.current
         if turn is not None and self._called_back(turn):
             try:
+                if turns.lent is not None:
+                    self._take_back_sock()
                 return self._run(func)
             finally:
                 self._warn_caller(self._async._warnings_for_caller)
@@ -273,6 +407,8 @@ class SyncClient(metaclass=_FacadeMeta):
             with turns.lock:
                 turns.current = object()
                 try:
+                    if turns.lent is not None:
+                        self._take_back_sock()
                     if (
                         self._hooks_seen == _hook_epoch
                         and self._portal is None
@@ -291,6 +427,99 @@ class SyncClient(metaclass=_FacadeMeta):
                         kept.clear()
         finally:
             self._warn_caller(left)
+
+    @property
+    def sock(self) -> socket.socket | None:
+        """The connected socket, or ``None``.
+
+        As smtplib's: in blocking mode, with the client's ``timeout`` (``None``:
+        no timeout), so code may read and write on it, or wrap it in TLS
+        (``s.sock = context.wrap_socket(s.sock, ...)``); a timeout set on it
+        with ``settimeout()`` becomes the client's ``timeout``.  The client's
+        next call puts it back in non-blocking mode, which it needs: take it
+        again after each call.  It is an :class:`ssl.SSLSocket` once TLS is on.
+        Assigning a connected socket makes the client use it.
+        """
+        sock = self._async.sock
+        turns: _Turns | None = self.__dict__.get("_turns")
+        if sock is None or turns is None or turns.lent is sock:
+            return sock
+        if turns.lock.acquire(blocking=False):
+            try:
+                self._lend_sock(turns, sock)
+            finally:
+                turns.lock.release()
+        else:
+            # A call is in progress: only its own hooks may have the socket
+            # blocking, since the call waits for them (another thread's, a
+            # watchdog's about to shut it down, must not stall the call).
+            turn = turns.current
+            if turn is not None and (
+                turn in _HOOK_TURNS.get() or _TASK_TURN.get() is turn
+            ):
+                self._lend_sock(turns, sock)
+        return sock
+
+    @sock.setter
+    def sock(self, value: socket.socket | None) -> None:
+        turns: _Turns | None = self.__dict__.get("_turns")
+        if turns is not None and value is not turns.lent:
+            # Another socket (or None: the old one is the caller's now).
+            turns.lent = None
+        self._async.sock = value
+
+    def _lend_sock(self, turns: _Turns, sock: socket.socket) -> None:
+        timeout = self._async.timeout
+        try:
+            sock.settimeout(timeout)
+        except OSError:
+            return  # closed meanwhile: the next call finds out
+        turns.lent = sock
+        turns.lent_timeout = timeout
+
+    def _take_back_sock(self) -> None:
+        """Put the socket ``sock`` handed out back in non-blocking mode before
+        the core uses it (its reads must never block), and make a timeout the
+        caller set on it the client's, as smtplib's reads would use it."""
+        turns = self._turns
+        sock = turns.lent
+        turns.lent = None
+        if sock is None:
+            return
+        timeout = sock.gettimeout()
+        try:
+            sock.setblocking(False)
+        except OSError:
+            return  # closed by the caller: the core finds out itself
+        if timeout != turns.lent_timeout and timeout != 0.0:
+            self._async.timeout = timeout
+
+    @property
+    def debuglevel(self) -> int:
+        try:
+            level = self._async.debuglevel
+        except AttributeError:  # before the constructor
+            return type(self)._debuglevel_default
+        if type(level) is _InheritedLevel:
+            return type(self)._debuglevel_default
+        return level
+
+    @debuglevel.setter
+    def debuglevel(self, value: int) -> None:
+        self._async.debuglevel = value
+
+    @property
+    def _host(self) -> str:
+        """smtplib's: the host connected to, the name TLS verifies (a
+        subclass's ``_get_socket`` passes it as ``server_hostname``)."""
+        try:
+            return self._async._host
+        except AttributeError:  # before the constructor
+            raise self._missing("_host") from None
+
+    @_host.setter
+    def _host(self, value: str) -> None:
+        self._async._host = value
 
     def _called_back(self, turn: object) -> bool:
         """Whether this call comes from a hook of the call holding ``turn``, in
@@ -361,6 +590,16 @@ class SyncClient(metaclass=_FacadeMeta):
         for name in overridden:
             client.__dict__[name] = self._bridge(name)
         self._bridged = frozenset(overridden)
+        # The values smtplib reads through ``self``: the subclass's or the
+        # instance's count, where the async client reads its own.
+        for name in ("default_port", "ehlo_msg"):
+            value = getattr(self, name)
+            if value == getattr(type(client), name):
+                client.__dict__.pop(name, None)
+            else:
+                client.__dict__[name] = value
+        if type(client.debuglevel) is _InheritedLevel:
+            client.debuglevel = _InheritedLevel(type(self)._debuglevel_default)
 
     def _bridge(self, name: str) -> Callable[..., Any]:
         # The async client keeps its bridges: holding this object weakly, they
@@ -371,7 +610,13 @@ class SyncClient(metaclass=_FacadeMeta):
             # A plain method (``_print_debug``, ``has_extn``...): the override
             # runs where the async client calls it.
             def plain(*args: Any, **kwargs: Any) -> Any:
-                return getattr(facade(), name)(*args, **kwargs)
+                client = facade()
+                try:
+                    return getattr(client, name)(*args, **kwargs)
+                finally:
+                    # The hook may have taken ``sock``: the core goes on with it.
+                    if client is not None and client._turns.lent is not None:
+                        client._take_back_sock()
 
             return plain
 
@@ -389,7 +634,13 @@ class SyncClient(metaclass=_FacadeMeta):
                 functools.partial(getattr(client, name), *args, **kwargs)
             ]
             del client
-            return await anyio.to_thread.run_sync(_run_hook, turn, hook)
+            try:
+                return await anyio.to_thread.run_sync(_run_hook, turn, hook)
+            finally:
+                # The hook may have taken ``sock``: the core goes on with it.
+                owner = facade()
+                if owner is not None and owner._turns.lent is not None:
+                    owner._take_back_sock()
 
         return bridge
 
@@ -397,10 +648,10 @@ class SyncClient(metaclass=_FacadeMeta):
         # A forked child shares the parent's socket: using it would interleave
         # two sessions on one connection.  Drop the child's copy and say so.
         self._pid = os.getpid()
-        # The lock may have been held by a parent's thread that the child does
-        # not have: nobody would ever release the child's copy.
+        # The locks may have been held by a parent's thread that the child does
+        # not have (in a call, or in a transaction of the async client): nobody
+        # would ever release the child's copies.
         self._turns = _Turns()
-        # So may the async client's turn, which every command takes.
         self._async._transaction_turns = Turns()
         if self._async.is_connected:
             self._async.close()
@@ -470,6 +721,12 @@ class SyncSMTPSSLInit(SyncClient):
     ``keyfile`` and ``certfile``)."""
 
     _async_class: ClassVar[type[AsyncSMTP]] = AsyncSMTP_SSL
+    _async: AsyncSMTP_SSL
+    _constructor_sets: ClassVar[frozenset[str]] = SyncClient._constructor_sets | {
+        "keyfile",
+        "certfile",
+        "context",
+    }
 
     def __init__(
         self,
@@ -497,11 +754,17 @@ class SyncSMTPSSLInit(SyncClient):
         :param context: the :class:`ssl.SSLContext`; by default smtplib's, which
             does not verify the server.
         :param portal: run in this portal instead of the process-wide one.
-        :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``.
+        :raises ValueError: ``context`` together with ``keyfile`` or ``certfile``,
+            or ``keyfile`` without ``certfile`` (before connecting).
+        :raises OSError: ``keyfile`` or ``certfile`` cannot be read.
         :raises ssl.SSLError: the server does not speak TLS.
         """
         check_legacy_arguments(context, keyfile, certfile)
         warn_legacy_arguments(keyfile, certfile, stacklevel=2)
+        if context is None:
+            # smtplib's, made here as smtplib does: a bad key or certificate
+            # fails before any connection is opened.
+            context = smtplib_default_context(certfile=certfile, keyfile=keyfile)
         with warnings.catch_warnings():
             # Warned above, where the caller sees it.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -509,9 +772,51 @@ class SyncSMTPSSLInit(SyncClient):
                 local_hostname=local_hostname,
                 timeout=_resolve_timeout(timeout),
                 source_address=source_address,
-                context=context,
                 keyfile=keyfile,
                 certfile=certfile,
             )
+        # Not given to the async client's constructor, which refuses it
+        # together with keyfile or certfile (smtplib's rule for the caller).
+        client.context = context
         self._attach(portal, client)
         self._connect_on_init(host, port)
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The :class:`ssl.SSLContext` of the connection: the one given, or
+        smtplib's default (which does not verify the server)."""
+        try:
+            context = self._async.context
+        except AttributeError:  # before the constructor
+            context = None
+        if context is None:
+            raise self._missing("context")
+        return context
+
+    @context.setter
+    def context(self, value: ssl.SSLContext) -> None:
+        self._async.context = value
+
+    @property
+    def keyfile(self) -> str | None:
+        """The deprecated ``keyfile`` argument, as given."""
+        try:
+            return self._async.keyfile
+        except AttributeError:  # before the constructor
+            raise self._missing("keyfile") from None
+
+    @keyfile.setter
+    def keyfile(self, value: str | None) -> None:
+        self._async.keyfile = value
+
+    @property
+    def certfile(self) -> str | None:
+        """The deprecated ``certfile`` argument, as given."""
+        try:
+            return self._async.certfile
+        except AttributeError:  # before the constructor
+            raise self._missing("certfile") from None
+
+    @certfile.setter
+    def certfile(self, value: str | None) -> None:
+        self._async.certfile = value

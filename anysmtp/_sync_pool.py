@@ -197,6 +197,10 @@ class SMTPPool:
 
     def _give_back(self, conn: _Connection, facade: SMTP, *, discard: bool) -> None:
         client = conn.client
+        if facade._turns.lent is not None:
+            # ``sock`` was taken in the block: the pool's own calls need the
+            # socket non-blocking, as the facade's next call would have.
+            facade._take_back_sock()
         # The facade stays usable as an object, but no longer reaches the
         # pooled connection, which may be lent to someone else next.
         facade._attach(self._portal, AsyncSMTP())

@@ -28,15 +28,18 @@ connection state matters, and close every client (``contextlib.closing``).
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import hashlib
 import hmac
+import pickle
 import re
 import smtplib as stdlib_smtplib
 import socket
 import ssl
 import struct
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -44,6 +47,7 @@ from email.message import EmailMessage, Message
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
+from unittest import mock
 
 import pytest
 import trustme
@@ -3226,6 +3230,472 @@ def debug_sender_refused_rset_disconnects(
     with closing(client(smtplib, host, port)) as s:
         s.set_debuglevel(1)
         return [attempt(s.sendmail, ALICE, [BOB], MSG), s.sock is None]
+
+
+# smtplib's attributes on the sync facade ------------------------------------------
+# Facade only, most of them: the async API's ``sock`` stays non-blocking (its
+# event loop reads it), and its classes are not the ones these programs subclass.
+
+
+@scenario(
+    script(
+        (b"NOOP", b"250 raw\r\n"),
+        (b"noop", b"250 ok\r\n"),
+        (b"NOOP", b"250 raw again\r\n"),
+        QUIT_OK,
+    ),
+    async_api=False,
+)
+def sock_is_blocking_with_the_timeout(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    # Code that talks on ``s.sock`` itself, as smtplib's socket allows.
+    with closing(client(smtplib, host, port)) as s:
+        sock = s.sock
+        mode = [sock.getblocking(), sock.gettimeout()]
+        sock.sendall(b"NOOP\r\n")
+        raw = attempt(sock.recv, 100)
+        noop = attempt(s.noop)
+        s.sock.sendall(b"NOOP\r\n")
+        return [
+            mode,
+            raw,
+            noop,
+            attempt(s.sock.recv, 100),
+            attempt(s.quit),
+            s.sock is None,
+        ]
+
+
+@scenario(script((b"NOOP", b"250 raw\r\n"), QUIT_OK), async_api=False)
+def sock_without_timeout_blocks(smtplib: ModuleType, host: str, port: int) -> object:
+    s = smtplib.SMTP(host, port, local_hostname=LOCAL, timeout=None)
+    with closing(s):
+        sock = s.sock
+        mode = [sock.getblocking(), sock.gettimeout()]
+        sock.sendall(b"NOOP\r\n")
+        return [mode, attempt(sock.recv, 100), attempt(s.quit)]
+
+
+def _timeout_from_sock_check(reference: Outcome, ours: Outcome) -> None:
+    _timeout_check(reference, ours)
+    # The timeout set on the socket is the one anysmtp waited for.
+    assert isinstance(ours.result, list)
+    raised = ours.result[0]
+    assert isinstance(raised, Raised)
+    assert f"after {STALL_T} seconds" in str(raised.args[0])
+
+
+@scenario(
+    script((b"noop", STALL)),
+    async_api=False,
+    documented=Documented(
+        row="A read timeout raises `SMTPServerDisconnected`",
+        check=_timeout_from_sock_check,
+    ),
+)
+def sock_timeout_set_by_the_caller(smtplib: ModuleType, host: str, port: int) -> object:
+    # smtplib's reads use the socket's timeout, whatever the client's says.
+    s = smtplib.SMTP(host, port, local_hostname=LOCAL, timeout=None)
+    with closing(s):
+        s.sock.settimeout(STALL_T)
+        return [attempt(s.noop), s.sock is None]
+
+
+@scenario(_starttls_script, async_api=False)
+def starttls_by_hand_on_sock(smtplib: ModuleType, host: str, port: int) -> object:
+    # The recipe of code older than starttls(context=), or that picks the SNI.
+    with closing(client(smtplib, host, port)) as s:
+        ehlo = attempt(s.ehlo)
+        reply = attempt(s.docmd, "STARTTLS")
+        s.sock = client_tls().wrap_socket(s.sock, server_hostname=host)
+        s.file = None
+        return [
+            ehlo,
+            reply,
+            isinstance(s.sock, ssl.SSLSocket),
+            attempt(s.ehlo),
+            attempt(s.sendmail, ALICE, [BOB], MSG),
+            attempt(s.quit),
+            s.sock is None,
+        ]
+
+
+@scenario(script(QUIT_OK))
+def host_attribute(smtplib: ModuleType, host: str, port: int) -> object:
+    with closing(unconnected(smtplib)) as idle:
+        before = idle._host
+    with closing(client(smtplib, host, port)) as s:
+        return [before, s._host, attempt(s.quit)]
+
+
+@scenario(_starttls_untrusted)
+def host_attribute_assigned_is_what_tls_verifies(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    # smtplib's TLS code verifies ``_host``: code that sets it picks the name.
+    with closing(client(smtplib, host, port)) as s:
+        s._host = "wrong.example"
+        return [s._host, attempt(s.starttls, context=client_tls())]
+
+
+@scenario(_tls_first, async_api=False)
+def smtp_ssl_get_socket_through_a_proxy(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    # The proxy recipe: SMTP_SSL._get_socket copied, the socket opened another
+    # way (by a SOCKS library in real code).
+    class ViaProxy(smtplib.SMTP_SSL):  # type: ignore[name-defined,misc]
+        def _get_socket(
+            self, host: str, port: int, timeout: float | None
+        ) -> ssl.SSLSocket:
+            new_socket = socket.create_connection((host, port), timeout)
+            wrapped: ssl.SSLSocket = self.context.wrap_socket(
+                new_socket, server_hostname=self._host
+            )
+            return wrapped
+
+    s = ViaProxy(host, port, local_hostname=LOCAL, timeout=T, context=client_tls())
+    with closing(s):
+        return [
+            isinstance(s.sock, ssl.SSLSocket),
+            attempt(s.sendmail, ALICE, [BOB], MSG),
+            attempt(s.quit),
+        ]
+
+
+@scenario(async_api=False)
+def smtp_ssl_attributes(smtplib: ModuleType, host: str, port: int) -> object:
+    given = client_tls()
+    default = smtplib.SMTP_SSL(local_hostname=LOCAL, timeout=T)
+    chosen = smtplib.SMTP_SSL(local_hostname=LOCAL, timeout=T, context=given)
+    with closing(default), closing(chosen):
+        return [
+            type(default.context).__name__,
+            default.context.verify_mode,
+            default.context.check_hostname,
+            default.keyfile,
+            default.certfile,
+            chosen.context is given,
+        ]
+
+
+@scenario(async_api=False)
+def smtp_ssl_keyfile_without_certfile(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    # smtplib makes its context in the constructor: the ValueError comes before
+    # any connection is opened.
+    with socket.socket() as listener:
+        listener.bind((host, 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            made = attempt(
+                smtplib.SMTP_SSL,
+                host,
+                listener.getsockname()[1],
+                keyfile="key.pem",
+                timeout=T,
+            )
+        try:
+            listener.accept()[0].close()
+        except BlockingIOError:
+            connected = False
+        else:
+            connected = True
+    return [
+        made,
+        connected,
+        [(w.category, str(w.message), Path(w.filename).name) for w in caught],
+    ]
+
+
+@scenario(
+    script(QUIT_OK),
+    script((b"noop", b"250 second\r\n"), QUIT_OK),
+    async_api=False,
+)
+def default_port_of_a_subclass_and_an_instance(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    class Local(smtplib.SMTP):  # type: ignore[name-defined,misc]
+        default_port = port
+
+    with closing(Local(local_hostname=LOCAL, timeout=T)) as s:
+        first = [attempt(s.connect, host), attempt(s.quit)]
+    with closing(unconnected(smtplib)) as s:
+        before = attempt(s.noop)
+        s.default_port = port  # after a first call
+        return [
+            first,
+            before,
+            attempt(s.connect, host),
+            attempt(s.noop),
+            attempt(s.quit),
+        ]
+
+
+@scenario(
+    script(
+        (b"EHLO client.example\r\n", ehlo_reply(b"8BITMIME")),
+        (b"Ehlo client.example\r\n", ehlo_reply(b"8BITMIME")),
+        QUIT_OK,
+    ),
+    async_api=False,
+)
+def ehlo_msg_of_a_subclass_and_an_instance(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    class Upper(smtplib.SMTP):  # type: ignore[name-defined,misc]
+        ehlo_msg = "EHLO"
+
+    with closing(Upper(host, port, local_hostname=LOCAL, timeout=T)) as s:
+        first = attempt(s.ehlo)
+        s.ehlo_msg = "Ehlo"
+        return [first, attempt(s.ehlo), attempt(s.quit)]
+
+
+@scenario(
+    script((b"noop", b"250 loud\r\n"), (b"noop", b"250 quiet\r\n"), QUIT_OK),
+    async_api=False,
+    capture_stderr=True,
+)
+def debuglevel_of_a_subclass(smtplib: ModuleType, host: str, port: int) -> object:
+    class Verbose(smtplib.SMTP):  # type: ignore[name-defined,misc]
+        debuglevel = 1
+
+    with closing(Verbose(host, port, local_hostname=LOCAL, timeout=T)) as s:
+        loud = [Verbose.debuglevel, s.debuglevel, attempt(s.noop)]
+        s.set_debuglevel(0)  # its own level wins
+        return [
+            loud,
+            Verbose.debuglevel,
+            s.debuglevel,
+            attempt(s.noop),
+            attempt(s.quit),
+        ]
+
+
+@scenario(
+    script(QUIT_OK),
+    script(
+        (b"noop", b"250 quiet\r\n"),
+        (b"noop", b"250 loud\r\n"),
+        (b"noop", b"250 own level\r\n"),
+        (b"noop", b"250 still own\r\n"),
+        QUIT_OK,
+    ),
+    async_api=False,
+    capture_stderr=True,
+)
+def debuglevel_set_on_the_class(smtplib: ModuleType, host: str, port: int) -> object:
+    # The old recipe ``smtplib.SMTP.debuglevel = 1``; mock.patch undoes it.
+    with (
+        mock.patch.object(smtplib.SMTP, "debuglevel", 1),
+        closing(client(smtplib, host, port)) as s,
+    ):
+        new = [smtplib.SMTP.debuglevel, s.debuglevel, attempt(s.quit)]
+    with closing(client(smtplib, host, port)) as s:
+        before = [s.debuglevel, attempt(s.noop)]
+        with mock.patch.object(smtplib.SMTP, "debuglevel", 1):
+            following = [s.debuglevel, attempt(s.noop)]
+            s.set_debuglevel(0)
+            own = [s.debuglevel, attempt(s.noop)]
+        with mock.patch.object(smtplib.SMTP, "debuglevel", 2):
+            still_own = [s.debuglevel, attempt(s.noop)]
+        return [
+            new,
+            before,
+            following,
+            own,
+            still_own,
+            smtplib.SMTP.debuglevel,
+            attempt(s.quit),
+        ]
+
+
+@scenario(
+    script((b"noop", b"250 ok\r\n"), QUIT_OK), async_api=False, capture_stderr=True
+)
+def attributes_assigned_before_the_constructor(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    class Custom(smtplib.SMTP):  # type: ignore[name-defined,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # What smtplib's constructor assigns itself is overwritten...
+            self.timeout = 7
+            self.local_hostname = "pre.example"
+            self.source_address = ("192.0.2.1", 0)
+            self.esmtp_features = {"pre": ""}
+            self.command_encoding = "utf-8"
+            self._host = "pre.example"
+            # ...what it does not assign stays.
+            self.debuglevel = 1
+            self.does_esmtp = True
+            self.user = "pre-user"
+            self.extra = "pre"
+            super().__init__(*args, **kwargs)
+
+    def state(s: Any) -> list[object]:
+        return [
+            s.timeout,
+            s.local_hostname,
+            s.source_address,
+            s.esmtp_features,
+            s.command_encoding,
+            s._host,
+            s.debuglevel,
+            s.user,
+            s.extra,
+        ]
+
+    with closing(Custom(local_hostname=LOCAL, timeout=T)) as idle:
+        # (After connecting, anysmtp forgets ``does_esmtp``: compatibility.md.)
+        not_connected = [*state(idle), idle.does_esmtp]
+    with closing(Custom(host, port, local_hostname=LOCAL, timeout=T)) as s:
+        return [not_connected, state(s), attempt(s.noop), attempt(s.quit)]
+
+
+@scenario(async_api=False)
+def attributes_read_before_the_constructor(
+    smtplib: ModuleType, host: str, port: int
+) -> object:
+    # Before the constructor has run, reads find smtplib's class attributes.
+    seen: list[object] = []
+
+    class Early(smtplib.SMTP):  # type: ignore[name-defined,misc]
+        debuglevel = 2
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            seen.extend(
+                [
+                    self.sock,
+                    self.debuglevel,
+                    self.does_esmtp,
+                    self.helo_resp,
+                    self.ehlo_resp,
+                    self.file,
+                    self.default_port,
+                    self.ehlo_msg,
+                ]
+            )
+            super().__init__(*args, **kwargs)
+
+    with closing(Early(local_hostname=LOCAL, timeout=T)) as s:
+        return [seen, s.debuglevel, s.sock]
+
+
+def _sock_kept_check(reference: Outcome, ours: Outcome) -> None:
+    # smtplib's socket is blocking for good...
+    assert reference.result == [True, (250, b"ok"), True, (221, b"2.0.0 bye")]
+    # ...anysmtp's is handed out again by each ``s.sock``.
+    assert ours.result == [True, (250, b"ok"), False, (221, b"2.0.0 bye")]
+    assert ours.transcript == reference.transcript == b"noop\r\nquit\r\n"
+
+
+@scenario(
+    script((b"noop", b"250 ok\r\n"), QUIT_OK),
+    async_api=False,
+    documented=Documented(
+        row="`sock` stays in blocking mode for the whole connection",
+        check=_sock_kept_check,
+    ),
+)
+def sock_kept_across_a_call(smtplib: ModuleType, host: str, port: int) -> object:
+    with closing(client(smtplib, host, port)) as s:
+        sock = s.sock
+        before = sock.getblocking()
+        noop = attempt(s.noop)
+        return [before, noop, sock.getblocking(), attempt(s.quit)]
+
+
+def _patch_check(reference: Outcome, ours: Outcome) -> None:
+    # smtplib: the program's class is the mock; nothing reaches the server.
+    assert reference.result == [(250, b"mocked"), True]
+    assert reference.transcript == b""
+    # anysmtp: the program's ``smtplib`` is anysmtp, which the patch misses.
+    assert ours.result == [(250, b"ok"), False]
+    assert ours.transcript == b"noop\r\nquit\r\n"
+
+
+@scenario(
+    script((b"noop", b"250 ok\r\n"), QUIT_OK),
+    async_api=False,
+    documented=Documented(
+        row='`mock.patch("smtplib.SMTP")` replaces the class',
+        check=_patch_check,
+    ),
+)
+def mock_patch_of_smtplib_smtp(smtplib: ModuleType, host: str, port: int) -> object:
+    with mock.patch("smtplib.SMTP") as fake:
+        fake.return_value.noop.return_value = (250, b"mocked")
+        with closing(client(smtplib, host, port)) as s:
+            reply = attempt(s.noop)
+            s.quit()
+        return [reply, fake.called]
+
+
+def _pickle_check(reference: Outcome, ours: Outcome) -> None:
+    assert reference.result == [["SMTP", LOCAL], ["SMTP", LOCAL], LOCAL]
+    assert ours.result == [
+        Raised(TypeError, ("cannot pickle 'SMTP' object",)),
+        Raised(TypeError, ("cannot deep-copy 'SMTP' object",)),
+        LOCAL,
+    ]
+
+
+@scenario(
+    async_api=False,
+    documented=Documented(
+        row="An unconnected `SMTP` can be pickled and deep-copied",
+        check=_pickle_check,
+    ),
+)
+def pickle_and_copy_unconnected(smtplib: ModuleType, host: str, port: int) -> object:
+    def described(copied: Any) -> list[object]:
+        return [type(copied).__name__, copied.local_hostname]
+
+    with closing(unconnected(smtplib)) as s:
+        return [
+            attempt(lambda: described(pickle.loads(pickle.dumps(s)))),
+            attempt(lambda: described(copy.deepcopy(s))),
+            copy.copy(s).local_hostname,
+        ]
+
+
+#: smtplib's class attributes, anysmtp's properties.
+_AUTOSPEC_PROPERTIES: Final = ("sock", "helo_resp", "ehlo_resp", "does_esmtp")
+
+
+def _autospec_check(reference: Outcome, ours: Outcome) -> None:
+    # Both: the methods keep their signatures; the class values are values.
+    assert isinstance(reference.result, list)
+    assert isinstance(ours.result, list)
+    assert ours.result[1:] == reference.result[1:]
+    assert reference.result[0] == dict.fromkeys(_AUTOSPEC_PROPERTIES, False)
+    assert ours.result[0] == dict.fromkeys(_AUTOSPEC_PROPERTIES, True)
+
+
+@scenario(
+    async_api=False,
+    documented=Documented(
+        row="`mock.create_autospec(SMTP, instance=True)` makes",
+        check=_autospec_check,
+    ),
+)
+def autospec_of_smtp(smtplib: ModuleType, host: str, port: int) -> object:
+    fake = mock.create_autospec(smtplib.SMTP, instance=True)
+    return [
+        {name: callable(getattr(fake, name)) for name in _AUTOSPEC_PROPERTIES},
+        {
+            name: callable(getattr(fake, name))
+            for name in ("debuglevel", "file", "default_port", "ehlo_msg")
+        },
+        attempt(fake.sendmail, ALICE),
+        callable(fake.sendmail),
+    ]
 
 
 # The tests ----------------------------------------------------------------------------
