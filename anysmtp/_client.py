@@ -145,9 +145,10 @@ _NOT_TLS_REASONS: Final = frozenset(
     }
 )
 
-#: The clients whose transaction lock the current context holds: a transaction
-#: that calls another one (send_message -> sendmail) must not wait for itself.
-HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+#: The holdings (:attr:`Turns.mark`) of client turns that the current context
+#: runs in: a transaction or command that calls another one (send_message ->
+#: sendmail, a hook calling back in) must not wait for itself.
+HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[object]] = contextvars.ContextVar(
     "anysmtp_held_transactions", default=frozenset()
 )
 
@@ -169,18 +170,20 @@ def _alone(
     @functools.wraps(command)
     async def alone(self: _Client, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         held = HELD_TRANSACTIONS.get()
-        if id(self) in held:
-            return await command(self, *args, **kwargs)
         turns = self._transaction_turns
+        if turns.mark is not None and turns.mark in held:
+            return await command(self, *args, **kwargs)
         if not turns.try_acquire():
             await turns.acquire()
         try:
-            token = HELD_TRANSACTIONS.set(held | {id(self)})
+            turns.mark = mark = object()
+            token = HELD_TRANSACTIONS.set(held | {mark})
             try:
                 return await command(self, *args, **kwargs)
             finally:
                 HELD_TRANSACTIONS.reset(token)
         finally:
+            turns.mark = None
             turns.release()
 
     return alone
@@ -1581,17 +1584,18 @@ class AsyncSMTP:
         the server times itself (see :meth:`Transport.receive_reply`): a reply
         that has already arrived costs no timer or cancel scope."""
         held = HELD_TRANSACTIONS.get()
-        if id(self) in held:
+        turns = self._transaction_turns
+        if turns.mark is not None and turns.mark in held:
             with self._deadline(total_timeout):
                 return await transaction(*args)
         # A task whose scope is cancelled starts nothing (the transaction's
         # reads may find every reply waiting and never reach a checkpoint).
         await anyio.lowlevel.checkpoint_if_cancelled()
-        turns = self._transaction_turns
         if not turns.try_acquire():
             await turns.acquire()
         try:
-            token = HELD_TRANSACTIONS.set(held | {id(self)})
+            turns.mark = mark = object()
+            token = HELD_TRANSACTIONS.set(held | {mark})
             # On asyncio's fast path the reader stays registered from wait to
             # wait.
             holder = self._transport
@@ -1609,6 +1613,7 @@ class AsyncSMTP:
                     holder.release_reader()
                 HELD_TRANSACTIONS.reset(token)
         finally:
+            turns.mark = None
             turns.release()
 
     @contextlib.contextmanager

@@ -39,7 +39,7 @@ from typing import Final, Literal, NoReturn, TypeAlias, TypedDict, Unpack
 
 import anyio
 
-from ._client import AsyncSMTP, SendErrors, TokenProvider
+from ._client import DEFAULT_TIMEOUT, AsyncSMTP, SendErrors, TokenProvider
 from ._envelope import Envelope, transaction
 from ._errors import (
     SMTPConnectError,
@@ -726,6 +726,9 @@ class AsyncSMTPPool:
             ):
                 await self._dispose(conn)
             else:
+                # A borrower may have changed the timeout (``smtp.timeout``, or
+                # through the sync API's ``sock``): the next one gets the pool's.
+                client.timeout = self._options.get("timeout", DEFAULT_TIMEOUT)
                 conn.last_used = anyio.current_time()
                 conn.uses += 1
                 self._idle.append(conn)

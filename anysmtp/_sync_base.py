@@ -442,7 +442,14 @@ class SyncClient(metaclass=_FacadeMeta):
         """
         sock = self._async.sock
         turns: _Turns | None = self.__dict__.get("_turns")
-        if sock is None or turns is None or turns.lent is sock:
+        if (
+            sock is None
+            or turns is None
+            or turns.lent is sock
+            or self._pid != os.getpid()
+        ):
+            # (A forked child's copy shares the parent's blocking mode: made
+            # blocking here, it would stall the parent's calls.)
             return sock
         if turns.lock.acquire(blocking=False):
             try:

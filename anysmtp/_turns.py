@@ -19,11 +19,16 @@ class Turns:
     it first).
     """
 
-    __slots__ = ("_held", "_waiters")
+    __slots__ = ("_held", "_waiters", "mark")
 
     def __init__(self) -> None:
         self._held = False
         self._waiters: deque[anyio.Event] = deque()
+        #: A token of the current holding, made by the holder, which puts it in
+        #: its context: what runs in that context (its own nested calls, a
+        #: hook's calls back in) goes ahead; a copy of the context that
+        #: outlives the holding (a task started meanwhile) finds it stale.
+        self.mark: object | None = None
 
     @property
     def held(self) -> bool:

@@ -287,3 +287,27 @@ def test_sock_taken_from_a_borrowed_connection_is_taken_back_with_it(
             assert smtp.noop()[0] == 250
             assert smtp.sock is taken  # the same pooled connection
         assert pool.connections_opened == 1
+
+
+@pytest.mark.subprocess
+def test_sock_read_in_a_forked_child_leaves_the_parents_socket_alone(
+    smtpd: AiosmtpdServer,
+) -> None:
+    # A child's copy of the socket shares the parent's blocking mode: lent in
+    # the child (made blocking), it would stall the parent's event loop.
+    source = """
+        import fcntl, os, sys
+        import anysmtp
+
+        smtp = anysmtp.SMTP(sys.argv[1], int(sys.argv[2]))
+        pid = os.fork()
+        if pid == 0:
+            smtp.sock.close()  # a child letting go of what it inherited
+            os._exit(0)
+        os.waitpid(pid, 0)
+        flags = fcntl.fcntl(smtp.get_transport_info("socket"), fcntl.F_GETFL)
+        print(bool(flags & os.O_NONBLOCK), smtp.noop()[0])
+        smtp.quit()
+    """
+    output = run_python(source, smtpd.host, str(smtpd.port), timeout=20)
+    assert output == "True 250\n"

@@ -1975,3 +1975,16 @@ def test_sync_close_inside_a_borrowed_connection_waits_for_other_threads() -> No
     assert pool.size == 0
     assert mailer.delivered() == ["other", "mine"]
     assert mailer.sessions() == [ONE_MESSAGE] * 2
+
+
+async def test_a_borrowers_timeout_does_not_stay_with_the_pooled_connection(
+    smtpd: AiosmtpdServer,
+) -> None:
+    async with anysmtp.AsyncSMTPPool(
+        smtpd.host, smtpd.port, start_tls=False, timeout=30
+    ) as pool:
+        async with pool.connection() as smtp:
+            smtp.timeout = 0.5
+        async with pool.connection() as again:
+            assert again is smtp  # the same pooled connection
+            assert again.timeout == 30

@@ -7,7 +7,9 @@ import threading
 import time
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 import anysmtp
@@ -288,3 +290,50 @@ async def test_a_wait_beside_another_tasks_wait_is_refused_and_wakes_it(
         assert errors["second"] == "Another task is already using this connection"
         assert "first" in errors
         assert not smtp.is_connected
+
+
+async def test_a_task_started_within_a_command_takes_turns_once_it_is_over() -> None:
+    # A task started during a command (from a hook, here) carries a copy of
+    # the command's context, which says the turn is held; once the command
+    # is over, that copy must not let the task past another task's command.
+    rset_sent = threading.Event()
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo()
+        conn.expect(b"mail from:")
+        conn.send(b"250 ok\r\n")
+        conn.expect(b"rset")
+        rset_sent.set()
+        time.sleep(0.2)  # the started task's NOOP would go out now, unlocked
+        conn.send(b"250 reset\r\n")
+        conn.expect(b"noop")
+        conn.send(b"250 alive\r\n")
+        conn.expect(b"quit")
+        conn.send(b"221 bye\r\n")
+
+    results: dict[str, object] = {}
+
+    class Spawning(anysmtp.AsyncSMTP):
+        group: anyio.abc.TaskGroup
+
+        async def putcmd(self, cmd: str, args: str = "") -> None:
+            if cmd == "mail":
+                self.group.start_soon(self.keep_alive)
+            await super().putcmd(cmd, args)
+
+        async def keep_alive(self) -> None:
+            await anyio.to_thread.run_sync(rset_sent.wait, 10)
+            results["noop"] = await self.noop()
+
+    with ScriptedServer(script) as server:
+        async with (
+            Spawning(
+                hostname=server.host, port=server.port, start_tls=False, timeout=5
+            ) as smtp,
+            anyio.create_task_group() as group,
+        ):
+            smtp.group = group
+            await smtp.ehlo()
+            assert await smtp.mail("a@b.example") == (250, b"ok")
+            results["rset"] = await smtp.rset()
+    assert results == {"rset": (250, b"reset"), "noop": (250, b"alive")}
