@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -18,6 +19,23 @@ from tests.conftest import ASYNCIO_BACKENDS
 from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
 
 pytestmark = pytest.mark.anyio
+
+
+def _transaction(
+    conn: ScriptedConnection, stall: Callable[[], object] | None = None
+) -> None:
+    """One message accepted, one command at a time; ``stall()`` runs before
+    the reply to MAIL (the client holds its turn meanwhile)."""
+    conn.expect(b"mail from:")
+    if stall is not None:
+        stall()
+    conn.send(b"250 ok\r\n")
+    conn.expect(b"rcpt to:")
+    conn.send(b"250 ok\r\n")
+    conn.expect(b"data")
+    conn.send(b"354 go\r\n")
+    conn.read_data()
+    conn.send(b"250 queued\r\n")
 
 
 async def test_free_lock_is_taken_without_waiting() -> None:
@@ -110,22 +128,11 @@ async def test_a_task_cancelled_waiting_for_a_shared_client() -> None:
     # its turn sends nothing; the others deliver and the client stays usable.
     gate = threading.Event()
 
-    def transaction(conn: ScriptedConnection, wait: bool) -> None:
-        conn.expect(b"mail from:")
-        if wait:
-            gate.wait(10)  # "one" holds the client until the test says
-        conn.send(b"250 ok\r\n")
-        conn.expect(b"rcpt to:")
-        conn.send(b"250 ok\r\n")
-        conn.expect(b"data")
-        conn.send(b"354 go\r\n")
-        conn.read_data()
-        conn.send(b"250 queued\r\n")
-
     def script(conn: ScriptedConnection) -> None:
         conn.greet_and_ehlo()
-        transaction(conn, wait=True)
-        transaction(conn, wait=False)
+        # "one" holds the client until the test says.
+        _transaction(conn, stall=lambda: gate.wait(10))
+        _transaction(conn)
         conn.expect(b"noop")
         conn.send(b"250 still here\r\n")
         conn.expect(b"quit")
@@ -172,6 +179,37 @@ async def test_a_cancelled_task_starts_no_transaction(smtpd: AiosmtpdServer) -> 
     assert [m.data for m in smtpd.messages] == [b"sent\r\n"]
 
 
+async def _one_then_another(
+    script: Callable[[ScriptedConnection], None],
+    first: Callable[[anysmtp.AsyncSMTP], Awaitable[object]],
+    second: Callable[[anysmtp.AsyncSMTP], Awaitable[object]],
+) -> list[object]:
+    """Run ``first`` and, once it waits for the server, ``second``, in two
+    tasks sharing one greeted client; return their results in that order."""
+    results: dict[int, object] = {}
+    with ScriptedServer(script) as server:
+        async with anysmtp.AsyncSMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=5
+        ) as smtp:
+            await smtp.ehlo()
+
+            async def run(
+                index: int, call: Callable[[anysmtp.AsyncSMTP], Awaitable[object]]
+            ) -> None:
+                results[index] = await call(smtp)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(run, 0, first)
+                await anyio.wait_all_tasks_blocked()
+                group.start_soon(run, 1, second)
+    return [results[0], results[1]]
+
+
+def _quit(conn: ScriptedConnection) -> None:
+    conn.expect(b"quit")
+    conn.send(b"221 bye\r\n")
+
+
 async def test_commands_of_tasks_sharing_a_client_take_turns() -> None:
     # aiosmtplib serialises every command: a task must never read another's
     # reply, even when the server is slow to answer the first command.
@@ -182,30 +220,12 @@ async def test_commands_of_tasks_sharing_a_client_take_turns() -> None:
         conn.send(b"250 reply to NOOP\r\n")
         conn.expect(b"help")
         conn.send(b"214 reply to HELP\r\n")
-        conn.expect(b"quit")
-        conn.send(b"221 bye\r\n")
+        _quit(conn)
 
-    with ScriptedServer(script) as server:
-        async with anysmtp.AsyncSMTP(
-            hostname=server.host, port=server.port, start_tls=False, timeout=5
-        ) as smtp:
-            await smtp.ehlo()
-            replies: dict[str, object] = {}
-
-            async def noop() -> None:
-                replies["noop"] = await smtp.noop()
-
-            async def help_() -> None:
-                replies["help"] = await smtp.help()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(noop)
-                await anyio.wait_all_tasks_blocked()
-                group.start_soon(help_)
-            assert replies == {
-                "noop": (250, b"reply to NOOP"),
-                "help": b"reply to HELP",
-            }
+    results = await _one_then_another(
+        script, lambda smtp: smtp.noop(), lambda smtp: smtp.help()
+    )
+    assert results == [(250, b"reply to NOOP"), b"reply to HELP"]
 
 
 async def test_a_command_waits_for_the_transaction_in_progress() -> None:
@@ -213,40 +233,19 @@ async def test_a_command_waits_for_the_transaction_in_progress() -> None:
     # not between its commands.
     def script(conn: ScriptedConnection) -> None:
         conn.greet_and_ehlo()
-        conn.expect(b"mail from:")
-        time.sleep(0.2)
-        conn.send(b"250 ok\r\n")
-        conn.expect(b"rcpt to:")
-        conn.send(b"250 ok\r\n")
-        conn.expect(b"data")
-        conn.send(b"354 go\r\n")
-        conn.read_data()
-        conn.send(b"250 queued\r\n")
+        _transaction(conn, stall=lambda: time.sleep(0.2))
         conn.expect(b"noop")
         conn.send(b"250 alive\r\n")
-        conn.expect(b"quit")
-        conn.send(b"221 bye\r\n")
+        _quit(conn)
 
-    with ScriptedServer(script) as server:
-        async with anysmtp.AsyncSMTP(
-            hostname=server.host, port=server.port, start_tls=False, timeout=5
-        ) as smtp:
-            await smtp.ehlo()
-            results: dict[str, object] = {}
-
-            async def send() -> None:
-                results["sendmail"] = await smtp.sendmail(
-                    "a@b.example", ["c@d.example"], b"Subject: x\r\n\r\nbody\r\n"
-                )
-
-            async def noop() -> None:
-                results["noop"] = await smtp.noop()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(send)
-                await anyio.wait_all_tasks_blocked()
-                group.start_soon(noop)
-            assert results == {"sendmail": {}, "noop": (250, b"alive")}
+    results = await _one_then_another(
+        script,
+        lambda smtp: smtp.sendmail(
+            "a@b.example", ["c@d.example"], b"Subject: x\r\n\r\nbody\r\n"
+        ),
+        lambda smtp: smtp.noop(),
+    )
+    assert results == [{}, (250, b"alive")]
 
 
 @pytest.mark.parametrize("timeout", [5, None])
@@ -308,8 +307,7 @@ async def test_a_task_started_within_a_command_takes_turns_once_it_is_over() -> 
         conn.send(b"250 reset\r\n")
         conn.expect(b"noop")
         conn.send(b"250 alive\r\n")
-        conn.expect(b"quit")
-        conn.send(b"221 bye\r\n")
+        _quit(conn)
 
     results: dict[str, object] = {}
 
