@@ -268,6 +268,7 @@ class Transport:
         "_parks",
         "_parser",
         "_pending",
+        "_pid",
         "_read_error",
         "_reader_held",
         "_reader_on",
@@ -283,6 +284,9 @@ class Transport:
         # First: __del__ reads them, even when setblocking() fails.
         self._reader_on = False
         self._closed = False
+        #: The process that made it: a forked child's copy shares the socket,
+        #: the loop's selector and its wake-up pipe with the parent.
+        self._pid = os.getpid()
         sock.setblocking(False)
         self._ref = weakref.ref(self)
         self._sock = sock
@@ -363,6 +367,9 @@ class Transport:
         if self._closed:
             return
         self._closed = True
+        if self._pid != os.getpid():
+            self._let_go_in_child()
+            return
         if self._waiting and self._waiting != threading.get_ident():
             # anyio's wait, in another thread's loop: the shutdown wakes it,
             # and it closes the socket once it has stopped waiting.
@@ -386,6 +393,15 @@ class Transport:
                 # weakly and, when it fires, finds nothing to time out.
                 self._timer = None
         self._close_here()
+
+    def _let_go_in_child(self) -> None:
+        """Close a forked child's copy of the socket, and only that: a
+        shutdown would end the parent's connection, and the selector (an
+        epoll instance) and the loop's wake-up pipe are the parent's too."""
+        self._closed = True
+        self._reader_on = False
+        self._parks = False
+        self._sock.close()
 
     def _shut_down(self) -> None:
         # The plain socket's shutdown, also under TLS: SSLSocket.shutdown()
@@ -518,6 +534,9 @@ class Transport:
         uvloop aborts the process when code closes a socket it polls.
         """
         self._parks = False
+        if self._pid != os.getpid():
+            # A forked child's copy: the reader (if any) is the parent's.
+            self._reader_on = False
         if self._reader_on and self._pending is None and not self._reader_held:
             # The caller may close the socket at once: the loop must have let
             # go of its number first.
@@ -530,6 +549,11 @@ class Transport:
         return self._sock
 
     def __del__(self) -> None:
+        if self._pid != os.getpid():
+            sock = getattr(self, "_sock", None)  # unset if __init__ failed
+            if sock is not None and sock.fileno() >= 0:
+                self._let_go_in_child()
+            return
         # A client dropped unclosed while its reader is parked: the loop's
         # entry for the descriptor must go before the socket is freed.
         if self._reader_on and not self._closed:

@@ -12,6 +12,7 @@ import copy
 import pickle
 import socket
 import threading
+import time
 from contextlib import closing
 from typing import TYPE_CHECKING
 
@@ -270,6 +271,64 @@ def test_a_forked_child_sends_while_the_parent_is_in_a_transaction(
     assert output.split("\n") == ["child {}", "parent [{}] 0", ""]
     delivered = sorted(each.rcpt_tos[0] for each in smtpd.messages)
     assert delivered == ["c@x.org", "p@x.org"]
+
+
+def _slow_ehlo_then_one_message(conn: ScriptedConnection) -> None:
+    """EHLO answered late (the client's reader is registered, waiting), then
+    one message, one command at a time, and QUIT."""
+    conn.send(b"220 hi\r\n")
+    conn.expect(b"ehlo")
+    time.sleep(0.2)
+    conn.send(b"250 hello\r\n")
+    for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+        conn.read_line()
+        conn.send(reply)
+    conn.read_data()
+    conn.send(b"250 queued\r\n")
+    conn.expect(b"quit")
+    conn.send(b"221 bye\r\n")
+
+
+@pytest.mark.subprocess
+def test_a_forked_child_closing_its_copy_leaves_the_parents_connection() -> None:
+    # The parent's thread is in a transaction, its reader registered in the
+    # portal's loop, when the process forks; the child closes its copy of the
+    # client.  The socket, the selector and the loop's wake-up pipe are
+    # shared: the child must only close its descriptor (no shutdown, which
+    # would end the parent's connection).
+    source = """
+        import os, sys, threading
+        import anysmtp
+
+        paused, resume = threading.Event(), threading.Event()
+
+        class Client(anysmtp.SMTP):
+            def send(self, s):
+                if isinstance(s, str) and s.startswith("mail"):
+                    paused.set()
+                    resume.wait(10)
+                super().send(s)
+
+        smtp = Client(sys.argv[1], int(sys.argv[2]), timeout=10)
+        sent = []
+        sender = threading.Thread(
+            target=lambda: sent.append(smtp.sendmail("a@x.org", "p@x.org", "hi"))
+        )
+        sender.start()
+        assert paused.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            smtp.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        resume.set()
+        sender.join(10)
+        print(sent, smtp.quit()[0])
+    """
+    with ScriptedServer(_slow_ehlo_then_one_message) as server:
+        output = run_python(source, server.host, str(server.port), timeout=20)
+    assert output == "[{}] 221\n"
+    assert server.transcript.endswith(b"data\r\nhi\r\n.\r\nquit\r\n")
 
 
 def test_sock_taken_from_a_borrowed_connection_is_taken_back_with_it(
