@@ -80,8 +80,12 @@ def xoauth2_response(user: str, token: str) -> str:
 
 
 def oauthbearer_response(user: str, token: str, host: str, port: int) -> str:
-    """OAUTHBEARER (RFC 7628): the initial client response."""
-    return f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+    """OAUTHBEARER (RFC 7628): the initial client response.  The user name
+    goes in the GS2 header, where ``=`` and ``,`` are escaped (RFC 5801)."""
+    authzid = user.replace("=", "=3D").replace(",", "=2C")
+    return (
+        f"n,a={authzid},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+    )
 
 
 def oauth_mechanism(advertised: list[str]) -> str | None:

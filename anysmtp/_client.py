@@ -20,6 +20,7 @@ import email.message
 import enum
 import functools
 import os
+import re
 import socket
 import ssl
 import sys
@@ -190,6 +191,8 @@ def _alone(
 
 
 _MAXCHALLENGE: Final = 5
+#: RFC 4422 section 3.1 (upper case there; smtplib upper-cases what it is given).
+_SASL_MECHANISM: Final = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 #: The methods the pipelined path stands in for: overriding any of them (in a
 #: subclass or through the sync facade) keeps smtplib's one-by-one sequence.
@@ -649,7 +652,8 @@ class AsyncSMTP:
         :raises SMTPConnectTimeoutError: connecting or the greeting took too long.
         :raises SMTPServerDisconnected: the server closed the connection at once.
         :raises SMTPNotSupportedError: ``start_tls=True`` and the server does not
-            offer STARTTLS (the connection is closed).
+            offer STARTTLS, or a login is due and would go in clear text to
+            another machine (``start_tls=None``; the connection is closed).
         :raises SMTPConnectError: the greeting was not 220 while the client was
             to upgrade with STARTTLS or log in (the connection is closed: the
             next commands would go in plain text, or unauthenticated).
@@ -830,10 +834,28 @@ class AsyncSMTP:
                 )
         if self._login_due():
             assert self._username is not None
+            if not self._may_log_in_here():
+                raise SMTPNotSupportedError(
+                    "the server does not offer STARTTLS: not sending the "
+                    "credentials in clear text (a server, or anyone on the way, "
+                    "may have left it out); pass start_tls=False to allow it"
+                )
             if self._oauth_token is not None:
                 await self.login_oauth(self._username, self._oauth_token)
             elif self._password is not None:
                 await self.login(self._username, self._password)
+
+    def _may_log_in_here(self) -> bool:
+        """Whether the automatic login may go ahead: over TLS, or in clear
+        text to a peer on this machine (loopback, a Unix socket), or when
+        ``start_tls=False`` asked for clear text."""
+        transport = self._transport
+        return (
+            self._start_tls is False
+            or transport is None  # closed meanwhile: login() will say so
+            or isinstance(transport.sock, ssl.SSLSocket)
+            or transport.peer_is_local()
+        )
 
     def _login_due(self) -> bool:
         """Whether the async keyword API logs in after the greeting."""
@@ -1355,7 +1377,14 @@ class AsyncSMTP:
         :raises SMTPAuthenticationError: the server refused the credentials.
         :raises SMTPException: the server kept sending challenges (more than
             ``_MAXCHALLENGE``).
+        :raises ValueError: ``mechanism`` is not a SASL mechanism name (RFC
+            4422: letters, digits, ``-`` and ``_``); nothing is sent.
         """
+        # Checked before the credentials are computed: the error for a line
+        # that cannot be sent would quote the whole AUTH line, credentials
+        # included.
+        if _SASL_MECHANISM.fullmatch(mechanism) is None:
+            raise ValueError(f"not a SASL mechanism name: {mechanism!r}")
         mechanism = mechanism.upper()
         self._redacting = True
         try:

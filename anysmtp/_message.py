@@ -14,6 +14,7 @@ import email.generator
 import email.message
 import email.utils
 import io
+import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -39,6 +40,27 @@ class PreparedMessage(NamedTuple):
     mail_options: tuple[str, ...]
 
 
+#: A line break that folds a header (followed by a space or a tab).
+_FOLD = re.compile(r"\r\n(?=[ \t])|\n(?=[ \t])|\r(?=[ \t])")
+#: What may not stay in an unfolded header (a tab may).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _address_field(value: object) -> str:
+    """An address header's value, unfolded, for :func:`email.utils.getaddresses`.
+
+    :raises ValueError: a control character other than folding: a CR or LF
+        there would start new addresses (``"a@b\\r\\nRCPT TO:<c@d>"`` gives a
+        second recipient), which smtplib sends to.
+    """
+    text = _FOLD.sub("", str(value))
+    if _CONTROL.search(text) is not None:
+        raise ValueError(
+            f"address header contains prohibited control characters: {text!r}"
+        )
+    return text
+
+
 def prepare_message(
     msg: email.message.Message,
     from_addr: str | None,
@@ -56,7 +78,8 @@ def prepare_message(
         ``BODY=8BITMIME`` are appended when an address needs them.
     :param smtputf8_supported: tells whether the server advertised SMTPUTF8;
         called only when an address needs it (as smtplib calls ``has_extn``).
-    :raises ValueError: the message has more than one ``Resent-`` header block.
+    :raises ValueError: the message has more than one ``Resent-`` header block,
+        or an address header has control characters (other than folding).
     :raises SMTPNotSupportedError: an address is not ASCII and the server does not
         support SMTPUTF8.
     """
@@ -74,10 +97,10 @@ def prepare_message(
             if (header_prefix + "Sender") in msg
             else msg[header_prefix + "From"]
         )
-        from_addr = email.utils.getaddresses([sender_field])[0][1]
+        from_addr = email.utils.getaddresses([_address_field(sender_field)])[0][1]
     if to_addrs is None:
         addr_fields = [
-            field
+            _address_field(field)
             for field in (
                 msg[header_prefix + "To"],
                 msg[header_prefix + "Bcc"],

@@ -258,7 +258,8 @@ class SMTP(SyncClient):
         :raises SMTPConnectTimeoutError: connecting or the greeting took too long.
         :raises SMTPServerDisconnected: the server closed the connection at once.
         :raises SMTPNotSupportedError: ``start_tls=True`` and the server does not
-            offer STARTTLS (the connection is closed).
+            offer STARTTLS, or a login is due and would go in clear text to
+            another machine (``start_tls=None``; the connection is closed).
         :raises SMTPConnectError: the greeting was not 220 while the client was
             to upgrade with STARTTLS or log in (the connection is closed: the
             next commands would go in plain text, or unauthenticated).
@@ -478,6 +479,8 @@ class SMTP(SyncClient):
         :raises SMTPAuthenticationError: the server refused the credentials.
         :raises SMTPException: the server kept sending challenges (more than
             ``_MAXCHALLENGE``).
+        :raises ValueError: ``mechanism`` is not a SASL mechanism name (RFC
+            4422: letters, digits, ``-`` and ``_``); nothing is sent.
         """
         return self._call(lambda: AsyncSMTP.auth(self._async, mechanism=mechanism, authobject=authobject, initial_response_ok=initial_response_ok))
 

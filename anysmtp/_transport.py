@@ -937,6 +937,21 @@ class Transport:
             return False
         return not readable
 
+    def peer_is_local(self) -> bool:
+        """Whether the other end is on this machine: a Unix socket, or a
+        loopback address (IPv4-mapped ones too)."""
+        sock = self._sock
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return True
+        try:
+            host = sock.getpeername()[0]
+            address = ipaddress.ip_address(host.split("%")[0])
+        except (OSError, ValueError, IndexError, TypeError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            return address.ipv4_mapped.is_loopback
+        return address.is_loopback
+
     def extra_info(self, key: str) -> Any:
         """Connection details by name, as :meth:`AsyncSMTP.get_transport_info`."""
         sock = self._sock

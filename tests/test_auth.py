@@ -832,19 +832,22 @@ XOAUTH2_ERROR = (
 GMAIL_535 = b"535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 See help\r\n"
 
 
-def oauthbearer_line(port: int) -> bytes:
-    gs2 = f"n,a={USER},\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {TOKEN}\x01\x01"
+def oauthbearer_line(port: int, authzid: str = USER) -> bytes:
+    gs2 = (
+        f"n,a={authzid},\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {TOKEN}"
+        "\x01\x01"
+    )
     return b"AUTH OAUTHBEARER " + b64(gs2) + b"\r\n"
 
 
-def oauthbearer_script(final_reply: bytes, *after: Step) -> Script:
+def oauthbearer_script(final_reply: bytes, *after: Step, authzid: str = USER) -> Script:
     """OAUTHBEARER's initial response names the server's port: build it from
     the connection."""
 
     def script(conn: ScriptedConnection) -> None:
         conn.greet_and_ehlo((b"AUTH PLAIN XOAUTH2 OAUTHBEARER",))
         port = conn.sock.getsockname()[1]
-        converse(conn, ((oauthbearer_line(port), final_reply), *after))
+        converse(conn, ((oauthbearer_line(port, authzid), final_reply), *after))
         drain(conn)
 
     return script
@@ -909,6 +912,38 @@ async def test_login_oauth_prefers_oauthbearer(kind: str) -> None:
     assert outcome.result == OK_REPLY
     assert outcome.transcript == EHLO + oauthbearer_line(ports[0])
     assert source.calls == source.expected_calls
+
+
+@pytest.mark.anyio
+async def test_oauthbearer_escapes_the_user_name() -> None:
+    # RFC 7628 puts the user in a GS2 header, where RFC 5801 has "=" sent as
+    # "=3D" and "," as "=2C": left as they are, they would end the field.
+    outcome = await run_async(
+        oauthbearer_script(OK, authzid="a=3Db=2Cc@example.com"),
+        lambda smtp: smtp.login_oauth("a=b,c@example.com", TOKEN),
+    )
+    assert outcome.result == OK_REPLY
+
+
+@pytest.mark.anyio
+async def test_a_bad_mechanism_name_is_refused_before_the_credentials() -> None:
+    # The error for a line that cannot be sent quoted the whole line: the
+    # base64 credentials of the initial response with it.
+    computed: list[object] = []
+
+    def authobject(challenge: bytes | None = None) -> str:
+        computed.append(challenge)
+        return f"\0{USER}\0{PASSWORD}"
+
+    async def call(smtp: anysmtp.AsyncSMTP) -> object:
+        await smtp.ehlo()
+        return await smtp.auth("PLAIN\n", authobject)
+
+    outcome = await run_async(auth_script((b"AUTH PLAIN",)), call)
+    assert isinstance(outcome.result, ValueError)
+    assert not any(secret in str(outcome.result) for secret in SECRETS)
+    assert computed == []
+    assert outcome.transcript == EHLO
 
 
 @pytest.mark.anyio

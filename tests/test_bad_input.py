@@ -81,6 +81,16 @@ def message(**headers: str) -> email.message.EmailMessage:
     return msg
 
 
+def legacy(**headers: str) -> email.message.Message:
+    """A compat32 message (smtplib's default): its headers are not checked.
+    ``From`` and ``To`` default to :data:`ALICE` and :data:`BOB`."""
+    msg = email.message.Message()
+    for name, value in {"From": ALICE, "To": BOB, **headers}.items():
+        msg[name] = value
+    msg.set_payload("hi\n")
+    return msg
+
+
 @dataclass(frozen=True)
 class Call:
     """One call of a client method, the same for both APIs."""
@@ -228,6 +238,25 @@ CONTROL_CALLS: Final[dict[str, tuple[Callable[[str], Call], bool]]] = {
     ),
     "send_message-rcpt_options": (
         lambda c: Call("send_message", (message(), ALICE, BOB, [], [f"X{c}Y"])),
+        False,
+    ),
+    # Header values of a legacy (compat32) message, which email accepts as they
+    # are: parsed for the envelope, a CR or LF would start another address
+    # (smtplib then sends to it too).
+    "send_message-to-header": (
+        lambda c: Call(
+            "send_message", (legacy(To=f"bob@example.com{c}RCPT TO:<e@x>"),)
+        ),
+        False,
+    ),
+    "send_message-cc-header": (
+        lambda c: Call(
+            "send_message", (legacy(To=BOB, Cc=f"carol@example.com{c}e@x"),)
+        ),
+        False,
+    ),
+    "send_message-from-header": (
+        lambda c: Call("send_message", (legacy(From=f"alice@example.com{c}e@x"),)),
         False,
     ),
     "auth-mechanism": (
@@ -550,3 +579,23 @@ async def test_other_bad_input_async(case: Bad) -> None:
 @pytest.mark.parametrize("case", params(OTHER_CASES))
 def test_other_bad_input_facade(case: Bad) -> None:
     run_facade(case)
+
+
+@pytest.mark.anyio
+async def test_a_folded_address_header_is_not_refused() -> None:
+    # A line break followed by a space or a tab folds a header: it is not a
+    # control character in the value.
+    with ScriptedServer(accepting(*EXTENSIONS)) as server:
+        async with anysmtp.AsyncSMTP(
+            server.host, server.port, local_hostname=LOCAL, timeout=5, start_tls=False
+        ) as smtp:
+            folded = legacy(To="bob@example.com,\r\n carol@example.com,\n\tdan@x.org")
+            assert await smtp.send_message(folded) == {}
+    recipients = [
+        line for line in bytes(server.transcript).split(b"\r\n") if b"rcpt" in line
+    ]
+    assert recipients == [
+        b"rcpt TO:<bob@example.com>",
+        b"rcpt TO:<carol@example.com>",
+        b"rcpt TO:<dan@x.org>",
+    ]

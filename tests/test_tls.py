@@ -17,6 +17,7 @@ import anyio.from_thread
 import pytest
 
 import anysmtp
+import anysmtp._transport
 from tests.conftest import Certificates
 from tests.servers import AiosmtpdServer, ScriptedConnection, ScriptedServer
 
@@ -244,6 +245,58 @@ async def test_a_greeting_other_than_220_stops_a_due_upgrade_or_login(
             assert smtp.is_connected
             smtp.close()
     assert server.transcript == b""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("start_tls", "peer", "logs_in"),
+    [
+        (None, "remote", False),
+        (None, "loopback", True),
+        (False, "remote", True),
+    ],
+)
+async def test_credentials_do_not_go_in_clear_text_to_another_machine(
+    monkeypatch: pytest.MonkeyPatch,
+    start_tls: bool | None,
+    peer: str,
+    logs_in: bool,
+) -> None:
+    # A server that leaves STARTTLS out (or anyone on the way who strips it)
+    # gets no password from the default start_tls=None: the login is refused
+    # unless the server is on this machine, or start_tls=False asks for clear
+    # text.  The test servers are on loopback: "remote" pretends otherwise.
+    if peer == "remote":
+        monkeypatch.setattr(anysmtp._transport.Transport, "peer_is_local", _no)
+
+    def script(conn: ScriptedConnection) -> None:
+        conn.greet_and_ehlo((b"AUTH PLAIN",))
+        if logs_in:
+            conn.expect(b"AUTH PLAIN ")
+            conn.send(b"235 2.7.0 ok\r\n")
+        conn.read_line()
+
+    with ScriptedServer(script) as server:
+        smtp = anysmtp.AsyncSMTP(
+            hostname=server.host,
+            port=server.port,
+            start_tls=start_tls,
+            username="alice",
+            password="s3cret",
+        )
+        if logs_in:
+            assert await smtp.connect() == (220, b"scripted ESMTP")
+            smtp.close()
+        else:
+            with pytest.raises(anysmtp.SMTPNotSupportedError, match="clear text"):
+                await smtp.connect()
+            assert not smtp.is_connected
+    assert server.transcript.lower().startswith(b"ehlo ")
+    assert (b"AUTH" in server.transcript) == logs_in
+
+
+def _no(*args: object) -> bool:
+    return False
 
 
 @pytest.mark.anyio
