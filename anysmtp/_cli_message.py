@@ -29,6 +29,7 @@ from email.parser import BytesParser
 
 from ._cli_errors import CliError, ExitCode
 from ._message import prepare_message
+from ._protocol import check_address
 
 __all__ = [
     "NULL_SENDER",
@@ -273,10 +274,15 @@ def read_recipient_file(path: str) -> list[Recipient]:
     """
     text = _read_text(path, "--to-file")
     recipients: list[Recipient] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end as in a text file opened with universal newlines (LF, CRLF,
+    # CR): str.splitlines would also break at VT, FF and other controls,
+    # splitting one line into addresses instead of refusing it.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        _refuse_control_characters(f"--to-file: line {number}", line)
         parsed = _parse(line)
         if parsed is None or len(parsed) != 1:
             raise CliError(
@@ -378,9 +384,14 @@ def _compose(
         # A file name that is not valid UTF-8 (lone surrogates) cannot be
         # written into the message as it is.
         filename = os.path.basename(path).encode("utf-8", "surrogateescape")
-        message.add_attachment(
-            data, maintype, subtype, filename=filename.decode("utf-8", "replace")
-        )
+        try:
+            message.add_attachment(
+                data, maintype, subtype, filename=filename.decode("utf-8", "replace")
+            )
+        except ValueError as exc:
+            # A name with a line break: the header policy refuses it, as it
+            # refuses one in --subject.
+            raise CliError(ExitCode.USAGE, f"--attach: {path!r}: {exc}") from None
     try:
         _apply_headers(message, [each for each in headers if _is_content(each[0])])
     except (ValueError, TypeError, IndexError) as exc:
@@ -402,19 +413,40 @@ def _apply_headers(message: EmailMessage, headers: list[tuple[str, str]]) -> Non
         message[name] = value
 
 
+def _refuse_control_characters(what: str, value: str) -> None:
+    """Refuse an address with a control character, before it is parsed.
+
+    :func:`email.utils.getaddresses` reads ``"a@b\\r\\nBcc: c@d"`` as two
+    addresses, both clean, so the library's own check on each address cannot
+    see what was injected: the value as given is checked, with that check.
+
+    :param what: the option (or ``--to-file`` line) for the message.
+    :raises CliError: a C0 control character or DEL in ``value`` (status 2).
+    """
+    try:
+        check_address(value)
+    except ValueError:
+        raise CliError(
+            ExitCode.USAGE, f"{what}: control character in {value!r}"
+        ) from None
+
+
 def _check_text(args: argparse.Namespace) -> None:
     """Arguments that go into the message must be text: bytes that are not
-    valid in the locale's encoding arrive as lone surrogates."""
+    valid in the locale's encoding arrive as lone surrogates.  Addresses must
+    have no control characters either."""
     for option in ("sender", "to", "cc", "bcc", "subject", "body", "header"):
         values = getattr(args, option)
+        name = "--from" if option == "sender" else f"--{option}"
         for value in values if isinstance(values, list) else [values]:
             try:
                 (value or "").encode("utf-8")
             except UnicodeEncodeError:
-                name = "--from" if option == "sender" else f"--{option}"
                 raise CliError(
                     ExitCode.USAGE, f"{name}: not valid text: {value!r}"
                 ) from None
+            if value is not None and option in ("sender", "to", "cc", "bcc"):
+                _refuse_control_characters(name, value)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -1695,3 +1695,104 @@ def test_refused_null_sender_is_named() -> None:
     assert server.transcripts == [
         b"ehlo client.test\r\nmail FROM:<>\r\nrset\r\nquit\r\n"
     ]
+
+
+# Refused input ---------------------------------------------------------------------
+
+
+def refused_before_sending(*args: str) -> Result:
+    """Run ``send`` with ``args`` against an aiosmtpd server and check that the
+    command stopped with status 2 before sending anything: no MAIL, no message.
+
+    :returns: what the run printed.
+    """
+    handler = SessionCountingHandler()
+    with AiosmtpdServer(handler) as server:
+        result = run_cli("send", "--server", server_arg(server), *args)
+    assert (result.status, result.stdout) == (2, ""), result
+    assert handler.sessions == []
+    assert server.messages == []
+    return result
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["--from", "a@example.com", "--to", "b@example.com\r\nBcc: evil@x.example"],
+            "--to: control character in 'b@example.com\\r\\nBcc: evil@x.example'",
+            id="to-crlf",
+        ),
+        pytest.param(
+            ["--from", "a@example.com", "--cc", "c@example.com\nBcc: evil@x.example"],
+            "--cc: control character in 'c@example.com\\nBcc: evil@x.example'",
+            id="cc-lf",
+        ),
+        pytest.param(
+            ["--from", "a@example.com", "--bcc", "d@example.com\rBcc: evil@x.example"],
+            "--bcc: control character in 'd@example.com\\rBcc: evil@x.example'",
+            id="bcc-cr",
+        ),
+        pytest.param(
+            ["--from", "Ann\t<a@example.com>", "--to", "b@example.com"],
+            "--from: control character in 'Ann\\t<a@example.com>'",
+            id="from-tab",
+        ),
+        pytest.param(
+            ["--from", "a@exam\x7fple.com", "--to", "b@example.com"],
+            "--from: control character in 'a@exam\\x7fple.com'",
+            id="from-del",
+        ),
+    ],
+)
+def test_control_characters_in_addresses_are_refused(
+    args: list[str], expected: str
+) -> None:
+    # getaddresses() reads "b@x\r\nBcc: evil@y" as two clean addresses: the
+    # value as given must be refused, not what the parser made of it.
+    result = refused_before_sending(*args, "--body", "hi")
+    assert result.stderr == f"anysmtp: {expected}\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param(
+            "x@example.com\x00",
+            "--to-file: line 3: control character in 'x@example.com\\x00'",
+            id="nul",
+        ),
+        # str.splitlines() would break the line at VT into two addresses.
+        pytest.param(
+            "x@example.com\x0bevil@x.example",
+            "--to-file: line 3: control character in "
+            "'x@example.com\\x0bevil@x.example'",
+            id="vt",
+        ),
+    ],
+)
+def test_control_characters_in_a_recipient_file_are_refused(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    recipients = tmp_path / "list.txt"
+    # A CRLF file: its line endings are not control characters in a line.
+    recipients.write_bytes(f"# the list\r\nok@example.com\r\n{line}\r\n".encode())
+    result = refused_before_sending(
+        "--to-file", str(recipients), "--from", "news@example.com", "--body", "hi"
+    )
+    assert result.stderr == f"anysmtp: {expected}\n"
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n"], ids=["crlf", "lf"])
+def test_attachment_name_with_a_line_break_is_refused(
+    tmp_path: Path, newline: str
+) -> None:
+    path = tmp_path / f'a"{newline}Bcc: evil@x.example{newline}.txt'
+    path.write_bytes(b"data\n")
+    result = refused_before_sending(
+        "--from", "a@example.com", "--to", "b@example.com", "--attach", str(path)
+    )
+    assert result.stderr == (
+        f"anysmtp: --attach: {str(path)!r}: Header values may not contain "
+        "linefeed or carriage return characters\n"
+    )
