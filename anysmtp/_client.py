@@ -454,6 +454,9 @@ class AsyncSMTP:
         self._data_refusals: SendErrors = {}
         self._last_data_response: SMTPResponse | None = None
         self._final_reply_pending = False
+        #: A MAIL was accepted and the transaction has not ended (final reply,
+        #: RSET, EHLO/HELO): the pool resets a connection given back so.
+        self._in_transaction = False
         #: MAIL commands sent on this connection, refused ones too: servers
         #: count them against LIMITS MAILMAX (RFC 9422), and so does the pool.
         self._mail_transactions = 0
@@ -990,6 +993,7 @@ class AsyncSMTP:
         self._transport = None
         # Every new connection comes through here first (connect(), ``sock``).
         self._mail_transactions = 0
+        self._in_transaction = False
         if transport is not None:
             transport.close()
 
@@ -1036,6 +1040,8 @@ class AsyncSMTP:
         await self.putcmd("helo", await self._hello_name(name))
         code, msg = await self.getreply()
         self.helo_resp = msg
+        if code == 250:
+            self._in_transaction = False  # RFC 5321 4.1.4: HELO resets
         return SMTPResponse(code, msg)
 
     @_alone
@@ -1062,6 +1068,7 @@ class AsyncSMTP:
         self.does_esmtp = True
         self.esmtp_features = parse_ehlo_features(msg)
         self._last_ehlo_response = reply
+        self._in_transaction = False  # RFC 5321 4.1.4: EHLO resets
         return reply
 
     def has_extn(self, opt: str) -> bool:
@@ -1087,7 +1094,10 @@ class AsyncSMTP:
         """Send RSET: abort the current mail transaction."""
         self.command_encoding = "ascii"
         self._accepted_recipients = []
-        return await self.docmd("rset")
+        reply = await self.docmd("rset")
+        if reply[0] == 250:
+            self._in_transaction = False
+        return reply
 
     async def _rset(self) -> None:
         """RSET that ignores a lost connection (the next command reports it)."""
@@ -1115,7 +1125,10 @@ class AsyncSMTP:
         arguments = self._mail_arguments(sender, options)
         self._accepted_recipients = []
         await self.putcmd("mail", arguments)  # counts the transaction
-        return await self.getreply()
+        reply = await self.getreply()
+        if reply[0] == 250:
+            self._in_transaction = True
+        return reply
 
     def _mail_arguments(self, sender: str, options: Sequence[str]) -> str:
         path = mail_path(sender)
@@ -1218,7 +1231,7 @@ class AsyncSMTP:
         if self.debuglevel > 0:
             self._print_debug("data:", (first.code, first.message))
         reply = await self._final_reply(first)
-        self._final_reply_pending = False
+        self._final_reply_pending = self._in_transaction = False
         self._last_data_response = reply
         return reply
 
@@ -1788,6 +1801,8 @@ class AsyncSMTP:
         sender_refused = (
             SMTPSenderRefused(code, resp, from_addr) if code != 250 else None
         )
+        if sender_refused is None:
+            self._in_transaction = True
         senderrs: SendErrors = {}
         for each in recipients:
             rcpt_code, rcpt_resp = self._arrived_reply() or await self.getreply()
@@ -1883,7 +1898,7 @@ class AsyncSMTP:
                 await self.send(tail)
             self._final_reply_pending = True
             reply = await self._final_reply(await self._bdat_reply())
-            self._final_reply_pending = False
+            self._final_reply_pending = self._in_transaction = False
             self._last_data_response = reply
             return reply
         encoder = None if binary else DataEncoder(stuff_dots=False)
@@ -1935,7 +1950,7 @@ class AsyncSMTP:
                 # The last one answers BDAT LAST (nothing was refused before).
                 last_chunk = not left and not too_large
                 final = await self._final_reply(reply) if last_chunk else reply
-        self._final_reply_pending = False
+        self._final_reply_pending = self._in_transaction = False
         if too_large and (final is None or final[0] == 250):
             # Stopped short of the limit, every chunk sent taken: the
             # transaction ends here (RFC 3030 section 4.1: RSET aborts it).

@@ -136,7 +136,9 @@ class SendResult:
     :param status: ``"sent"`` (every recipient accepted), ``"partial"`` (some
         recipients refused, see ``refused``) or ``"failed"``.
     :param refused: the refused recipients and the server's replies.
-    :param error: why the message failed (the last error when retried).
+    :param error: why the message failed (the last error when retried),
+        without its traceback: that would keep the message and its connection
+        in memory for as long as the result.
     :param attempts: how many times the message was tried; ``0`` when it never
         was (the pool closed first, or the item was invalid).
     :param response: the server's final reply to the message, when it was sent.
@@ -344,6 +346,23 @@ def _server_mail_limit(client: AsyncSMTP) -> int | None:
     return None
 
 
+def _unwound(exc: Exception) -> Exception:
+    """``exc`` without its traceback, nor those of its cause and context: a
+    result may live as long as the whole run, and a traceback's frames hold
+    the message, its envelope and the connection's client (hundreds of KiB
+    per failure with a large message)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        each = stack.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        each.__traceback__ = None
+        stack += (each.__cause__, each.__context__)
+    return exc
+
+
 async def _reset(client: AsyncSMTP) -> None:
     """RSET, or close the connection if that fails."""
     try:
@@ -523,6 +542,8 @@ class AsyncSMTPPool:
         :raises OSError: connecting failed (and the errors of
             :meth:`AsyncSMTP.connect`).
         :raises SMTPConnectError: the server's greeting was not 220.
+        :raises RuntimeError: called inside ``connection()`` blocks that hold
+            every connection the pool may open (it would wait for ever).
         """
         conn = await self._acquire()
         try:
@@ -550,6 +571,7 @@ class AsyncSMTPPool:
     async def _acquire(self) -> _Connection:
         """A connection for the caller alone, until :meth:`_release`."""
         self._check_open()
+        self._check_not_waiting_for_itself(_BORROWED.get())
         limiter = self._get_limiter()
         borrower = object()
         await limiter.acquire_on_behalf_of(borrower)
@@ -584,6 +606,20 @@ class AsyncSMTPPool:
         """The connections still lent to the tasks closing the pool (neither
         waited for nor closed under them)."""
         return {conn for conn in self._not_waited_for if conn.borrower is not None}
+
+    def _check_not_waiting_for_itself(self, held: Set[object]) -> None:
+        """Refuse to wait for a connection when the caller's own loans (a
+        ``connection()`` block it is inside) hold every one the pool may
+        open: none would ever come back.
+
+        :raises RuntimeError: so.
+        """
+        if held and len(self._lent_under(held)) >= self._limit:
+            raise RuntimeError(
+                "every connection of the pool is lent to this caller already "
+                "(inside pool.connection()): waiting for another would wait for "
+                "ever; use the borrowed client, or a larger max_size"
+            )
 
     def _lent_under(self, held: Set[object]) -> frozenset[_Connection]:
         """The connections lent out under the loans in ``held``."""
@@ -714,6 +750,11 @@ class AsyncSMTPPool:
         borrower, conn.borrower = conn.borrower, None
         try:
             client = conn.client
+            if not discard and client._in_transaction and client.is_connected:
+                # A borrower left a transaction open (it caught a refused DATA,
+                # which smtplib's API ends without RSET): the next MAIL on this
+                # connection would get "503 nested MAIL".
+                await _reset(client)
             if (
                 discard
                 or self._closed
@@ -1077,14 +1118,14 @@ class AsyncSMTPPool:
         try:
             envelope = item if isinstance(item, Envelope) else Envelope(item)
         except (TypeError, ValueError) as exc:
-            return SendResult(index, "failed", error=exc)
+            return SendResult(index, "failed", error=_unwound(exc))
         recipients: list[str] | None = None
         refused: dict[str, SMTPResponse] = {}
         tries = _Tries()
         rounds = 0
 
         def failed(exc: Exception) -> SendResult:
-            return SendResult(index, "failed", refused, exc, tries.count)
+            return SendResult(index, "failed", refused, _unwound(exc), tries.count)
 
         while True:
             if rounds:

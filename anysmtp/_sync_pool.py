@@ -211,6 +211,8 @@ class SMTPPool:
     def _acquire(self) -> _Connection:
         """A connection from the pool; Ctrl-C while waiting for it gives back
         whatever the cancelled request got."""
+        # Read here: the coroutine runs in the loop thread, in another context.
+        self._pool._check_not_waiting_for_itself(_BORROWED.get())
         portal = self._portal if self._portal is not None else get_portal()
         if not isinstance(portal, LoopPortal):
             return run_in_portal(portal, self._pool._acquire, _nothing)

@@ -12,12 +12,14 @@ the client's sockets is left open.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import os
 import re
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from tests.servers import (
     Authenticator,
     RecordingHandler,
     ScriptedConnection,
+    ScriptedServer,
     drain,
 )
 
@@ -1280,10 +1283,21 @@ async def test_cancelled_wait_for_a_connection_leaks_no_token(
     recorder: AiosmtpdServer,
 ) -> None:
     async with pool_for(recorder, max_size=1) as pool:
-        async with pool.connection():
+        held, release = anyio.Event(), anyio.Event()
+
+        async def hold() -> None:
+            # Another task's loan: this one's send waits for it.
+            async with pool.connection():
+                held.set()
+                await release.wait()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            await held.wait()
             with anyio.move_on_after(0.05) as scope:
                 await pool.send(message("waits"))
             assert scope.cancelled_caught
+            release.set()
         assert await pool.send(message("m")) == ({}, "OK: queued")
         assert pool.connections_opened == 1
     assert len(recorder.messages) == 1
@@ -1988,3 +2002,90 @@ async def test_a_borrowers_timeout_does_not_stay_with_the_pooled_connection(
         async with pool.connection() as again:
             assert again is smtp  # the same pooled connection
             assert again.timeout == 30
+
+
+def _data_refused_then_one_message(conn: ScriptedConnection) -> None:
+    """One transaction whose DATA is refused (left open, as smtplib leaves it),
+    then RSET and one message accepted."""
+    conn.greet_and_ehlo()
+    for expected, reply in (
+        (b"mail from:", b"250 ok\r\n"),
+        (b"rcpt to:", b"250 ok\r\n"),
+        (b"data", b"451 4.3.0 try later\r\n"),
+        (b"rset", b"250 reset\r\n"),
+        (b"mail from:", b"250 ok\r\n"),
+        (b"rcpt to:", b"250 ok\r\n"),
+        (b"data", b"354 go\r\n"),
+    ):
+        conn.expect(expected)
+        conn.send(reply)
+    conn.read_data()
+    conn.send(b"250 queued\r\n")
+    conn.expect(b"quit")
+    conn.send(b"221 bye\r\n")
+
+
+async def test_a_transaction_a_borrower_left_open_is_reset_before_the_next() -> None:
+    # A refused DATA leaves the transaction open (smtplib's data() sends no
+    # RSET); a borrower that catches it and leaves the block normally must
+    # not hand the next message a "503 nested MAIL".
+    with ScriptedServer(_data_refused_then_one_message) as server:
+        async with anysmtp.AsyncSMTPPool(
+            server.host, server.port, start_tls=False, max_size=1, timeout=TIMEOUT
+        ) as pool:
+            async with pool.connection() as smtp:
+                with pytest.raises(anysmtp.SMTPDataError):
+                    await smtp.sendmail("a@example.com", ["b@example.com"], b"x")
+            errors, _ = await pool.send(
+                b"Subject: y\r\n\r\ny\r\n",
+                sender="a@example.com",
+                recipients=["b@example.com"],
+            )
+            assert errors == {}
+        assert pool.connections_opened == 1
+
+
+async def test_a_failed_result_does_not_keep_its_message() -> None:
+    # The error's traceback held the frames of the attempt, and with them the
+    # message, its envelope and the connection's client, for as long as the
+    # result lived (the whole run, for every failure).
+    mailer = Mailer(Plan(mail=b"550 5.7.1 sender refused"))
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server) as pool:
+            item = message("m")
+            kept = weakref.ref(item)
+            [result] = await pool.send_many([item])
+            del item
+    gc.collect()
+    assert result.status == "failed"
+    assert isinstance(result.error, anysmtp.SMTPSenderRefused)
+    assert result.error.__traceback__ is None
+    assert kept() is None
+
+
+async def test_borrowing_again_inside_the_only_connection_fails_at_once(
+    recorder: AiosmtpdServer,
+) -> None:
+    # A task inside pool.connection() that asks the pool for another
+    # connection, when it already holds every one, would wait for ever.
+    async with anysmtp.AsyncSMTPPool(
+        recorder.host, recorder.port, start_tls=False, max_size=1, timeout=TIMEOUT
+    ) as pool:
+        async with pool.connection() as smtp:
+            with pytest.raises(RuntimeError, match="wait for ever"):
+                await pool.send(message("nested"))
+            assert await smtp.noop() == (250, b"OK")
+        assert await pool.send(message("after")) == ({}, "OK: queued")
+
+
+def test_the_sync_pool_refuses_a_nested_borrow_it_could_never_serve(
+    recorder: AiosmtpdServer,
+) -> None:
+    with anysmtp.SMTPPool(
+        recorder.host, recorder.port, start_tls=False, max_size=1, timeout=TIMEOUT
+    ) as pool:
+        with pool.connection() as smtp:
+            with pytest.raises(RuntimeError, match="wait for ever"), pool.connection():
+                pass
+            assert smtp.noop() == (250, b"OK")
+        assert pool.send(message("after")) == ({}, "OK: queued")
