@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import contextvars
 import datetime
 import email.message
 import enum
@@ -146,13 +145,6 @@ _NOT_TLS_REASONS: Final = frozenset(
     }
 )
 
-#: The holdings (:attr:`Turns.mark`) of client turns that the current context
-#: runs in: a transaction or command that calls another one (send_message ->
-#: sendmail, a hook calling back in) must not wait for itself.
-HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[object]] = contextvars.ContextVar(
-    "anysmtp_held_transactions", default=frozenset()
-)
-
 _Client = TypeVar("_Client", bound="AsyncSMTP")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -170,22 +162,16 @@ def _alone(
 
     @functools.wraps(command)
     async def alone(self: _Client, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        held = HELD_TRANSACTIONS.get()
         turns = self._transaction_turns
-        if turns.mark is not None and turns.mark in held:
+        if turns.held_here():
             return await command(self, *args, **kwargs)
         if not turns.try_acquire():
             await turns.acquire()
+        token = turns.begin()
         try:
-            turns.mark = mark = object()
-            token = HELD_TRANSACTIONS.set(held | {mark})
-            try:
-                return await command(self, *args, **kwargs)
-            finally:
-                HELD_TRANSACTIONS.reset(token)
+            return await command(self, *args, **kwargs)
         finally:
-            turns.mark = None
-            turns.release()
+            turns.end(token)
 
     return alone
 
@@ -1625,9 +1611,8 @@ class AsyncSMTP:
         client take turns), within ``total_timeout`` if given.  Each wait for
         the server times itself (see :meth:`Transport.receive_reply`): a reply
         that has already arrived costs no timer or cancel scope."""
-        held = HELD_TRANSACTIONS.get()
         turns = self._transaction_turns
-        if turns.mark is not None and turns.mark in held:
+        if turns.held_here():
             with self._deadline(total_timeout):
                 return await transaction(*args)
         # A task whose scope is cancelled starts nothing (the transaction's
@@ -1635,28 +1620,23 @@ class AsyncSMTP:
         await anyio.lowlevel.checkpoint_if_cancelled()
         if not turns.try_acquire():
             await turns.acquire()
+        token = turns.begin()
+        holder: Transport | None = None
         try:
-            turns.mark = mark = object()
-            token = HELD_TRANSACTIONS.set(held | {mark})
             # On asyncio's fast path the reader stays registered from wait to
             # wait.
-            holder = self._transport
-            if holder is not None and holder.times_waits_itself:
+            transport = self._transport
+            if transport is not None and transport.times_waits_itself:
+                holder = transport
                 holder.hold_reader()
-            else:
-                holder = None
-            try:
-                if total_timeout is None:
-                    return await transaction(*args)
-                with self._deadline(total_timeout):
-                    return await transaction(*args)
-            finally:
-                if holder is not None:
-                    holder.release_reader()
-                HELD_TRANSACTIONS.reset(token)
+            if total_timeout is None:
+                return await transaction(*args)
+            with self._deadline(total_timeout):
+                return await transaction(*args)
         finally:
-            turns.mark = None
-            turns.release()
+            if holder is not None:
+                holder.release_reader()
+            turns.end(token)
 
     @contextlib.contextmanager
     def _deadline(self, total_timeout: float | None) -> Iterator[None]:
@@ -2097,6 +2077,12 @@ class AsyncSMTP_SSL(AsyncSMTP):
     """
 
     default_port: ClassVar[int] = SUBMISSIONS_PORT
+
+    #: smtplib's: the deprecated ``keyfile`` and ``certfile`` as given.
+    keyfile: str | None
+    certfile: str | None
+    #: The context given; the sync client makes smtplib's in its constructor.
+    context: ssl.SSLContext | None
 
     def __init__(
         self,

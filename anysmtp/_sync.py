@@ -636,6 +636,39 @@ class SMTP_SSL(SyncSMTPSSLInit, SMTP):
 
     default_port: ClassVar[int] = SUBMISSIONS_PORT
 
+    @property
+    def keyfile(self) -> str | None:
+        try:
+            return self._async.keyfile
+        except AttributeError:
+            raise self._missing("keyfile") from None
+
+    @keyfile.setter
+    def keyfile(self, value: str | None) -> None:
+        self._async.keyfile = value
+
+    @property
+    def certfile(self) -> str | None:
+        try:
+            return self._async.certfile
+        except AttributeError:
+            raise self._missing("certfile") from None
+
+    @certfile.setter
+    def certfile(self, value: str | None) -> None:
+        self._async.certfile = value
+
+    @property
+    def context(self) -> ssl.SSLContext | None:
+        try:
+            return self._async.context
+        except AttributeError:
+            raise self._missing("context") from None
+
+    @context.setter
+    def context(self, value: ssl.SSLContext | None) -> None:
+        self._async.context = value
+
 
 class LMTP(SyncLMTPInit, SMTP):
     """A connection to an LMTP server (RFC 2033), over TCP or a Unix socket.

@@ -33,7 +33,7 @@ from typing import (
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._client import HELD_TRANSACTIONS, AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
+from ._client import AsyncLMTP, AsyncSMTP, AsyncSMTP_SSL
 from ._errors import SMTPConnectError, SMTPResponseException, SMTPServerDisconnected
 from ._portal import (
     Portal,
@@ -48,7 +48,7 @@ from ._tls import (
     smtplib_default_context,
     warn_legacy_arguments,
 )
-from ._turns import Turns
+from ._turns import HELD_TRANSACTIONS, Turns
 
 __all__ = ["SyncClient", "SyncLMTPInit", "SyncSMTPSSLInit"]
 
@@ -787,43 +787,3 @@ class SyncSMTPSSLInit(SyncClient):
         client.context = context
         self._attach(portal, client)
         self._connect_on_init(host, port)
-
-    @property
-    def context(self) -> ssl.SSLContext:
-        """The :class:`ssl.SSLContext` of the connection: the one given, or
-        smtplib's default (which does not verify the server)."""
-        try:
-            context = self._async.context
-        except AttributeError:  # before the constructor
-            context = None
-        if context is None:
-            raise self._missing("context")
-        return context
-
-    @context.setter
-    def context(self, value: ssl.SSLContext) -> None:
-        self._async.context = value
-
-    @property
-    def keyfile(self) -> str | None:
-        """The deprecated ``keyfile`` argument, as given."""
-        try:
-            return self._async.keyfile
-        except AttributeError:  # before the constructor
-            raise self._missing("keyfile") from None
-
-    @keyfile.setter
-    def keyfile(self, value: str | None) -> None:
-        self._async.keyfile = value
-
-    @property
-    def certfile(self) -> str | None:
-        """The deprecated ``certfile`` argument, as given."""
-        try:
-            return self._async.certfile
-        except AttributeError:  # before the constructor
-            raise self._missing("certfile") from None
-
-    @certfile.setter
-    def certfile(self, value: str | None) -> None:
-        self._async.certfile = value

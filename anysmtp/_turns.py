@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
 
 import anyio
 
-__all__ = ["Turns"]
+__all__ = ["HELD_TRANSACTIONS", "Turns"]
+
+#: The holdings (:attr:`Turns.mark`) that the current context runs in: a
+#: transaction or command that calls another one (send_message -> sendmail, a
+#: hook calling back in) must not wait for itself.
+HELD_TRANSACTIONS: contextvars.ContextVar[frozenset[object]] = contextvars.ContextVar(
+    "anysmtp_held_transactions", default=frozenset()
+)
 
 
 class Turns:
@@ -60,6 +68,23 @@ class Turns:
             else:
                 self._waiters.remove(turn)
             raise
+
+    def held_here(self) -> bool:
+        """Whether the current context runs within the holding in progress
+        (its own nested calls, a hook's calls back in): it goes ahead."""
+        mark = self.mark
+        return mark is not None and mark in HELD_TRANSACTIONS.get()
+
+    def begin(self) -> contextvars.Token[frozenset[object]]:
+        """Once acquired: mark this holding in the current context."""
+        self.mark = mark = object()
+        return HELD_TRANSACTIONS.set(HELD_TRANSACTIONS.get() | {mark})
+
+    def end(self, token: contextvars.Token[frozenset[object]]) -> None:
+        """End the holding :meth:`begin` marked, and :meth:`release`."""
+        HELD_TRANSACTIONS.reset(token)
+        self.mark = None
+        self.release()
 
     def release(self) -> None:
         """Give the lock to the next waiting task, or free it."""
