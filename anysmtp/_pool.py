@@ -16,6 +16,7 @@ server may have accepted it.  That is reported as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import email.message
@@ -38,6 +39,7 @@ from types import TracebackType
 from typing import Final, Literal, NoReturn, TypeAlias, TypedDict, Unpack
 
 import anyio
+import anyio.lowlevel
 
 from ._client import DEFAULT_TIMEOUT, AsyncSMTP, SendErrors, TokenProvider
 from ._envelope import Envelope, transaction
@@ -401,7 +403,10 @@ class AsyncSMTPPool:
     seconds without a 421.
 
     Use it as an async context manager (or call :meth:`aclose`).  A pool
-    belongs to the event loop that first uses it.
+    belongs to one event loop at a time: used from another one (a later
+    ``anyio.run``, ``asyncio.run`` or ``trio.run``) while none of its
+    connections is in use, it closes the idle connections of the previous
+    loop with QUIT and goes on in the new one.
 
     :param hostname: the server (default ``localhost``).
     :param port: the server's port (default 465 with ``use_tls``, 587 with
@@ -484,6 +489,9 @@ class AsyncSMTPPool:
         self._shrunk_at = -math.inf
         #: Set by :meth:`aclose`: wakes tasks in the pause after a 421.
         self._closing: anyio.Event | None = None
+        #: The event loop the limiter, the events and the clock readings
+        #: belong to (``None`` before the first use).
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._connections)} open"
@@ -568,9 +576,56 @@ class AsyncSMTPPool:
             self._limiter = anyio.CapacityLimiter(self._limit)
         return self._limiter
 
+    def _follow_running_loop(self) -> list[_Connection]:
+        """Make the running event loop the pool's, if another one had it.
+
+        What belongs to the previous loop is left behind: the limiter and the
+        events (anyio's primitives are made for one backend and loop), the
+        clock readings (each loop has its own clock: trio's starts at a
+        random offset) and the idle connections (their readers may be
+        registered in that loop), which the caller closes.
+
+        :returns: the idle connections of the previous loop.
+        :raises RuntimeError: a connection is in use in the other loop (or
+            being opened, or the pool being closed there).
+        """
+        known = self._loop_token
+        if known is not None and known.native_token is asyncio._get_running_loop():
+            # The common case, without anyio's backend lookup (about 1.4 us).
+            return []
+        token = anyio.lowlevel.current_token()
+        if token == known:
+            return []
+        if known is None:
+            self._loop_token = token
+            return []
+        closing = self._close_done is not None and not self._close_done.is_set()
+        if self._busy or closing:
+            raise RuntimeError(
+                "this pool is in use in another event loop: a pool belongs to "
+                "one event loop at a time"
+            )
+        self._loop_token = token
+        self._limiter = None
+        self._closing = None
+        self._drained = None
+        self._close_done = None  # a finished close: nothing to wait for
+        self._pause_until = -math.inf
+        # A pool shrunk by 421s grows back on the new clock.
+        self._shrunk_at = (
+            anyio.current_time() if self._limit < self.max_size else -math.inf
+        )
+        stale, self._idle = self._idle, []
+        self._connections.difference_update(stale)
+        return stale
+
     async def _acquire(self) -> _Connection:
         """A connection for the caller alone, until :meth:`_release`."""
         self._check_open()
+        stale = self._follow_running_loop()
+        if stale:
+            await self._dispose_all(stale)
+            self._check_open()
         self._check_not_waiting_for_itself(_BORROWED.get())
         limiter = self._get_limiter()
         borrower = object()
@@ -836,6 +891,9 @@ class AsyncSMTPPool:
     async def _aclose(self, grace: float | None, held: Set[object]) -> None:
         """:meth:`aclose`, not waiting for the connections whose loans are in
         ``held`` (the caller's own)."""
+        stale = self._follow_running_loop()
+        if stale:
+            await self._dispose_all(stale)
         if self._closed:
             # Another task is closing (or has closed) the pool: it must not
             # wait for this caller's own connections either, which only come

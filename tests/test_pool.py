@@ -2089,3 +2089,72 @@ def test_the_sync_pool_refuses_a_nested_borrow_it_could_never_serve(
                 pass
             assert smtp.noop() == (250, b"OK")
         assert pool.send(message("after")) == ({}, "OK: queued")
+
+
+# Event loops -----------------------------------------------------------------------
+
+Backend = tuple[str, dict[str, Any]]
+#: A later run on another backend, and on the same one (a new loop).
+LOOP_CHANGES: Final = [
+    pytest.param(("asyncio", {}), ("trio", {}), id="asyncio-then-trio"),
+    pytest.param(
+        ("trio", {}), ("asyncio", {"use_uvloop": True}), id="trio-then-uvloop"
+    ),
+    pytest.param(("asyncio", {}), ("asyncio", {}), id="asyncio-then-asyncio"),
+]
+
+
+def run_in(backend: Backend, func: Callable[[], Awaitable[object]]) -> None:
+    name, options = backend
+    anyio.run(func, backend=name, backend_options=options)
+
+
+@pytest.mark.parametrize(("first", "then"), LOOP_CHANGES)
+def test_a_pool_moves_to_the_event_loop_that_uses_it_next(
+    first: Backend, then: Backend
+) -> None:
+    mailer = Mailer()
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        pool = pool_for(server)
+        run_in(first, lambda: pool.send(message("in the first loop")))
+        run_in(then, lambda: pool.send(message("in the next loop")))
+        # And the run after that closes it.
+        run_in(first, pool.aclose)
+        server.wait_closed(2)
+    assert mailer.delivered() == ["in the first loop", "in the next loop"]
+    # The first loop's idle connection was closed with QUIT when the next
+    # loop came, and that loop's own one when the pool was closed.
+    assert mailer.sessions() == [[*SESSION, "QUIT"], [*SESSION, "QUIT"]]
+    assert pool.connections_opened == 2
+
+
+def test_a_pool_in_use_in_one_event_loop_refuses_another() -> None:
+    mailer = Mailer()
+    lent, give_back = threading.Event(), threading.Event()
+
+    async def hold_a_connection() -> None:
+        async with pool.connection() as smtp:
+            await smtp.noop()
+            lent.set()
+            await anyio.to_thread.run_sync(give_back.wait, TIMEOUT)
+
+    async def send_here() -> None:
+        with pytest.raises(RuntimeError, match="in use in another event loop"):
+            await pool.send(message("refused"))
+
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        pool = pool_for(server)
+        holder = threading.Thread(target=run_in, args=(("trio", {}), hold_a_connection))
+        holder.start()
+        try:
+            assert lent.wait(TIMEOUT)
+            run_in(("asyncio", {}), send_here)
+        finally:
+            give_back.set()
+            holder.join(TIMEOUT)
+        # Once the other loop is done with it, this one may have it.
+        run_in(("asyncio", {}), lambda: pool.send(message("later")))
+        run_in(("asyncio", {}), pool.aclose)
+        server.wait_closed(2)
+    assert mailer.delivered() == ["later"]
+    assert mailer.sessions() == [["EHLO", "NOOP", "QUIT"], [*SESSION, "QUIT"]]
