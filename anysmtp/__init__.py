@@ -39,6 +39,7 @@ from ._pool import (
     SendResult,
     SMTPFinalReplyLostError,
     SMTPPoolClosedError,
+    SMTPServerUnreachableError,
     send_many,
 )
 from ._protocol import _MAXLINE as _MAXLINE
@@ -77,6 +78,7 @@ __all__ = [
     "SMTPNotSupportedError",
     "SMTPPool",
     "SMTPPoolClosedError",
+    "SMTPServerUnreachableError",
     "SMTPReadTimeoutError",
     "SMTPRecipientsRefused",
     "SMTPResponse",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import email.message
 import inspect
 import math
@@ -62,6 +63,7 @@ __all__ = [
     "Envelope",
     "SMTPFinalReplyLostError",
     "SMTPPoolClosedError",
+    "SMTPServerUnreachableError",
     "SendResult",
     "send_many",
 ]
@@ -75,6 +77,8 @@ MAX_RETRY_BACKOFF: Final = 60.0
 #: After a 421 shrank the pool, it grows back by one connection per this many
 #: seconds without another 421.
 RECOVERY_INTERVAL: Final = 30.0
+#: The default of ``unreachable_timeout``, seconds.
+UNREACHABLE_TIMEOUT: Final = 60.0
 
 
 class ConnectionOptions(TypedDict, total=False):
@@ -124,6 +128,15 @@ class SMTPFinalReplyLostError(SMTPServerDisconnected):
 
 class SMTPPoolClosedError(SMTPException, RuntimeError):
     """The pool is closed: it lends no connection and sends nothing."""
+
+
+class SMTPServerUnreachableError(SMTPServerDisconnected):
+    """Every connection attempt to the server failed for longer than the pool's
+    ``unreachable_timeout``: the pool fails requests for a new connection at
+    once instead of trying (and waiting) for each, until one of its paced
+    attempts succeeds.  ``__cause__`` is the last attempt's error (without its
+    traceback); :meth:`AsyncSMTPPool.send_many` does not retry it.
+    """
 
 
 #: What :meth:`AsyncSMTPPool.send_many` takes: message objects, or envelopes.
@@ -365,6 +378,15 @@ def _unwound(exc: Exception) -> Exception:
     return exc
 
 
+def _detached(exc: Exception) -> Exception:
+    """A copy of ``exc`` without its traceback, cause or context, for the pool
+    to keep (the error itself goes on to its caller, traceback and all)."""
+    try:
+        return copy.copy(exc)
+    except Exception:  # an exception class that its args cannot rebuild
+        return SMTPServerDisconnected(f"{type(exc).__name__}: {exc}")
+
+
 async def _reset(client: AsyncSMTP) -> None:
     """RSET, or close the connection if that fails."""
     try:
@@ -427,6 +449,15 @@ class AsyncSMTPPool:
         applies.
     :param reconnect_backoff: the first pause, in seconds, before opening a
         connection after a 421.
+    :param unreachable_timeout: seconds during which every connection attempt
+        may fail (refused, no route, a name that does not resolve, a connect
+        timeout, a connection closed before the greeting) before the pool
+        stops trying for each request: from then on, asking for a new
+        connection raises :exc:`SMTPServerUnreachableError` at once, except
+        for one attempt at a time, the first after ``reconnect_backoff``
+        seconds, then ever less often (at most a minute apart), until one
+        succeeds.  ``None`` tries for every request, however long the server
+        has been unreachable.
     :param options: the options of each connection, as for :class:`AsyncSMTP`
         (``timeout``, ``use_tls``, ``start_tls``, ``username``, ...).
     :raises ValueError: invalid sizes or conflicting connection options.
@@ -443,6 +474,7 @@ class AsyncSMTPPool:
         health_check: HealthCheck = "noop",
         health_check_after: float = 10.0,
         reconnect_backoff: float = 1.0,
+        unreachable_timeout: float | None = UNREACHABLE_TIMEOUT,
         **options: Unpack[ConnectionOptions],
     ) -> None:
         if max_size < 1:
@@ -462,6 +494,7 @@ class AsyncSMTPPool:
         self.health_check = health_check
         self.health_check_after = health_check_after
         self.reconnect_backoff = reconnect_backoff
+        self.unreachable_timeout = unreachable_timeout
         self._options = options
         #: Whether the connections' readers may park between calls (see
         #: ``AsyncSMTP._reader_parks``); the sync pool turns it off.
@@ -489,6 +522,16 @@ class AsyncSMTPPool:
         self._shrunk_at = -math.inf
         #: Set by :meth:`aclose`: wakes tasks in the pause after a 421.
         self._closing: anyio.Event | None = None
+        #: When the first of the connection attempts that have all failed
+        #: since began (``None`` while the last one succeeded), and the last
+        #: one's error, without its traceback.
+        self._unreachable_since: float | None = None
+        self._last_failure: Exception | None = None
+        #: Once unreachable for ``unreachable_timeout``: the attempt under way,
+        #: and the time and number of the next one.
+        self._probing = False
+        self._probe_at = -math.inf
+        self._probes = 0
         #: The event loop the limiter, the events and the clock readings
         #: belong to (``None`` before the first use).
         self._loop_token: anyio.lowlevel.EventLoopToken | None = None
@@ -547,6 +590,8 @@ class AsyncSMTPPool:
         closed instead of going back to the pool.
 
         :raises SMTPPoolClosedError: the pool is closed.
+        :raises SMTPServerUnreachableError: every connection attempt has failed
+            for longer than ``unreachable_timeout`` (see there).
         :raises OSError: connecting failed (and the errors of
             :meth:`AsyncSMTP.connect`).
         :raises SMTPConnectError: the server's greeting was not 220.
@@ -611,6 +656,9 @@ class AsyncSMTPPool:
         self._drained = None
         self._close_done = None  # a finished close: nothing to wait for
         self._pause_until = -math.inf
+        if self._unreachable_since is not None:
+            self._unreachable_since = anyio.current_time()
+        self._probe_at = -math.inf
         # A pool shrunk by 421s grows back on the new clock.
         self._shrunk_at = (
             anyio.current_time() if self._limit < self.max_size else -math.inf
@@ -724,7 +772,9 @@ class AsyncSMTPPool:
             with anyio.move_on_after(delay):
                 await self._closing.wait()  # aclose() ends the pause
         self._check_open()
+        probing = self._check_reachable()
         client = self._new_client()
+        started = anyio.current_time()
         try:
             greeting = await client.connect()
             if greeting.code != 220:
@@ -734,7 +784,13 @@ class AsyncSMTPPool:
             client.close()
             if isinstance(exc, SMTPResponseException) and exc.smtp_code == 421:
                 self._server_busy(None)
+            if isinstance(exc, Exception):
+                self._attempt_failed(started, exc)
             raise
+        finally:
+            if probing:
+                self._probing = False
+        self._unreachable_since = None
         self._busy_streak = 0
         self._opened += 1
         conn = _Connection(
@@ -749,6 +805,47 @@ class AsyncSMTPPool:
             self._limit = min(self.max_size, len(self._connections))
             self._get_limiter().total_tokens = self._limit
         return conn
+
+    def _check_reachable(self) -> bool:
+        """Whether this connection attempt may go ahead, once every attempt
+        has failed for ``unreachable_timeout``: one at a time, paced.
+
+        :returns: whether it is such a paced attempt.
+        :raises SMTPServerUnreachableError: it may not.
+        """
+        since = self._unreachable_since
+        limit = self.unreachable_timeout
+        if since is None or limit is None:
+            return False
+        now = anyio.current_time()
+        if now - since < limit:
+            return False
+        if self._probing or now < self._probe_at:
+            failure = self._last_failure
+            raise SMTPServerUnreachableError(
+                f"the server has been unreachable for {now - since:.0f} seconds; "
+                "the pool tries again later"
+                + (f" (last error: {failure})" if failure is not None else "")
+            ) from failure
+        self._probing = True
+        self._probe_at = now + min(
+            MAX_RECONNECT_BACKOFF, self.reconnect_backoff * 2**self._probes
+        )
+        self._probes += 1
+        return True
+
+    def _attempt_failed(self, started: float, exc: Exception) -> None:
+        """Note a failed connection attempt that began at ``started``: a
+        failure to reach the server extends the time it has been unreachable,
+        anything else (a refusal, TLS) shows it reachable."""
+        if not _is_retryable_failure(exc):
+            self._unreachable_since = None
+            return
+        if self._unreachable_since is None:
+            self._unreachable_since = started
+            self._probes = 0
+            self._probe_at = -math.inf
+        self._last_failure = _detached(exc)
 
     async def _hello(self, client: AsyncSMTP) -> None:
         """EHLO (or HELO) unless connecting did it; a 421 is reported as such
@@ -956,6 +1053,8 @@ class AsyncSMTPPool:
             message was sent and before the final reply: it may have been
             delivered.
         :raises SMTPPoolClosedError: the pool is closed.
+        :raises SMTPServerUnreachableError: every connection attempt has failed
+            for longer than ``unreachable_timeout`` (see there).
         :raises SMTPException: as :meth:`AsyncSMTP.sendmail`.
         """
         envelope = Envelope(
@@ -981,7 +1080,7 @@ class AsyncSMTPPool:
         while True:
             try:
                 conn = await self._acquire()
-            except SMTPPoolClosedError:
+            except (SMTPPoolClosedError, SMTPServerUnreachableError):
                 raise
             except BaseException:
                 tries.count += 1  # a failed connection attempt is a try
@@ -1200,7 +1299,7 @@ class AsyncSMTPPool:
                 if retry_ambiguous and may_retry:
                     continue
                 return failed(exc)
-            except SMTPPoolClosedError as exc:
+            except (SMTPPoolClosedError, SMTPServerUnreachableError) as exc:
                 return failed(exc)
             except SMTPRecipientsRefused as exc:
                 if isinstance(exc, SMTPNoRecipientsError):

@@ -21,6 +21,7 @@ from anyio.from_thread import BlockingPortal
 from ._client import AsyncSMTP
 from ._pool import (
     _BORROWED,
+    UNREACHABLE_TIMEOUT,
     AsyncSMTPPool,
     Backoff,
     ConnectionOptions,
@@ -68,6 +69,10 @@ class SMTPPool:
     :param health_check_after: seconds of idleness after which
         ``health_check`` applies.
     :param reconnect_backoff: the first pause before reconnecting after a 421.
+    :param unreachable_timeout: seconds of failed connection attempts after
+        which new connections are refused at once with
+        :exc:`anysmtp.SMTPServerUnreachableError` (one paced attempt at a
+        time goes on); ``None`` tries for every request.
     :param portal: run in this :class:`anyio.from_thread.BlockingPortal`
         instead of the process-wide one.
     :param options: the options of each connection, as for
@@ -86,6 +91,7 @@ class SMTPPool:
         health_check: HealthCheck = "noop",
         health_check_after: float = 10.0,
         reconnect_backoff: float = 1.0,
+        unreachable_timeout: float | None = UNREACHABLE_TIMEOUT,
         portal: BlockingPortal | None = None,
         **options: Unpack[ConnectionOptions],
     ) -> None:
@@ -99,6 +105,7 @@ class SMTPPool:
             health_check=health_check,
             health_check_after=health_check_after,
             reconnect_backoff=reconnect_backoff,
+            unreachable_timeout=unreachable_timeout,
             **options,
         )
         # Its connections are used from the calling threads' loops too.

@@ -994,6 +994,110 @@ async def test_unreachable_server_fails_after_the_retries() -> None:
     assert isinstance(result.error, ConnectionRefusedError)
 
 
+class DownThenUp:
+    """A server that closes its first ``down`` connections at once (before
+    any greeting), then serves them with ``mailer``."""
+
+    def __init__(self, mailer: Mailer, down: int) -> None:
+        self.mailer = mailer
+        self.down = down
+
+    def __call__(self, conn: ScriptedConnection, index: int) -> None:
+        if index >= self.down:
+            self.mailer(conn, index)
+
+
+async def test_a_server_unreachable_for_too_long_fails_the_rest_at_once() -> None:
+    # One worker: the first try fails and opens the unreachable time (0
+    # seconds allowed); the retry is the one paced attempt, which fails too;
+    # everything after that fails without an attempt.
+    with ConcurrentServer(DownThenUp(Mailer(), down=100)) as server:
+        async with pool_for(
+            server, unreachable_timeout=0, reconnect_backoff=TIMEOUT * 10
+        ) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(50)],
+                concurrency=1,
+                retries=3,
+                backoff=no_backoff,
+            )
+            with pytest.raises(anysmtp.SMTPServerUnreachableError) as caught:
+                await pool.send(message("one more"))
+            with pytest.raises(anysmtp.SMTPServerUnreachableError):
+                async with pool.connection():
+                    pass
+    assert server.connections == 2
+    assert [(each.status, each.attempts) for each in results] == [("failed", 2)] + [
+        ("failed", 0)
+    ] * 49
+    assert all(
+        isinstance(each.error, anysmtp.SMTPServerUnreachableError) for each in results
+    )
+    # It says why, and keeps the last attempt's error as its cause.
+    assert "unreachable" in str(caught.value)
+    cause = caught.value.__cause__
+    assert isinstance(cause, anysmtp.SMTPServerDisconnected)
+    assert "Connection unexpectedly closed" in str(cause)
+    assert cause.__traceback__ is None
+
+
+async def test_a_paced_attempt_finds_the_server_back() -> None:
+    mailer = Mailer()
+    with ConcurrentServer(DownThenUp(mailer, down=2)) as server:
+        async with pool_for(
+            server, unreachable_timeout=0, reconnect_backoff=0.2
+        ) as pool:
+            [down] = await pool.send_many(
+                [message("down")], retries=2, backoff=no_backoff
+            )
+            assert isinstance(down.error, anysmtp.SMTPServerUnreachableError)
+            # The server is back (it serves the third connection); the next
+            # attempt may go once reconnect_backoff has passed.
+            await anyio.sleep(0.25)
+            assert await pool.send(message("back")) == ({}, "2.0.0 queued")
+            results = await pool.send_many(
+                [message("m1"), message("m2")], concurrency=1
+            )
+    assert [each.status for each in results] == ["sent", "sent"]
+    assert mailer.delivered() == ["back", "m1", "m2"]
+    assert server.connections == 3
+
+
+async def test_a_server_that_answers_is_never_failed_at_once() -> None:
+    # A 554 greeting is a server that answers: no fast failures, however long.
+    mailer = Mailer(greeting=b"554 5.3.2 not now")
+    with ConcurrentServer(mailer) as server:
+        async with pool_for(server, unreachable_timeout=0) as pool:
+            for _ in range(3):
+                with pytest.raises(anysmtp.SMTPConnectError):
+                    await pool.send(message("m"))
+    assert server.connections == 3
+
+
+def test_the_sync_pool_fails_an_unreachable_server_at_once() -> None:
+    with ConcurrentServer(DownThenUp(Mailer(), down=100)) as server:
+        pool = anysmtp.SMTPPool(
+            server.host,
+            server.port,
+            start_tls=False,
+            timeout=TIMEOUT,
+            unreachable_timeout=0,
+            reconnect_backoff=TIMEOUT * 10,
+        )
+        with pool:
+            results = pool.send_many(
+                [message("m0"), message("m1"), message("m2")],
+                concurrency=1,
+                backoff=no_backoff,
+            )
+    assert [(each.status, each.attempts) for each in results] == [
+        ("failed", 2),
+        ("failed", 0),
+        ("failed", 0),
+    ]
+    assert server.connections == 2
+
+
 async def test_configuration_errors_are_not_retried() -> None:
     # start_tls=True and no STARTTLS offered: every try would fail the same way.
     mailer = Mailer()
