@@ -45,6 +45,10 @@ NULL_SENDER = "<>"
 
 #: RFC 5322 field names: printable ASCII except the colon.
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")
+#: What no header text of ours may hold: the C0 controls but tab (folding
+#: white space), and DEL.  A line break would start a header of its own; the
+#: others (NUL, ESC, ...) are not allowed in a header by RFC 5322.
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: What mimetypes reports as an encoding, as the type of the file itself.
 _COMPRESSED_TYPES = {
     "gzip": "application/gzip",
@@ -303,8 +307,6 @@ def _headers(values: Sequence[str]) -> list[tuple[str, str]]:
             raise CliError(
                 ExitCode.USAGE, f"--header: expected 'Name: value', got {value!r}"
             )
-        if "\r" in text or "\n" in text:
-            raise CliError(ExitCode.USAGE, f"--header: line break in {value!r}")
         headers.append((name, text.strip()))
     return headers
 
@@ -388,9 +390,7 @@ def _compose(
             message.add_attachment(
                 data, maintype, subtype, filename=filename.decode("utf-8", "replace")
             )
-        except ValueError as exc:
-            # A name with a line break: the header policy refuses it, as it
-            # refuses one in --subject.
+        except ValueError as exc:  # what the header policy refuses
             raise CliError(ExitCode.USAGE, f"--attach: {path!r}: {exc}") from None
     try:
         _apply_headers(message, [each for each in headers if _is_content(each[0])])
@@ -447,6 +447,18 @@ def _check_text(args: argparse.Namespace) -> None:
                 ) from None
             if value is not None and option in ("sender", "to", "cc", "bcc"):
                 _refuse_control_characters(name, value)
+            elif value is not None and option in ("subject", "header"):
+                _refuse_header_control(name, value)
+    for path in args.attach:
+        # The name goes into the attachment's Content-Disposition header.
+        _refuse_header_control("--attach: file name", os.path.basename(path))
+
+
+def _refuse_header_control(what: str, value: str) -> None:
+    """:raises CliError: ``value``, headed for a header, has a control
+    character other than tab (status 2)."""
+    if _HEADER_CONTROL.search(value):
+        raise CliError(ExitCode.USAGE, f"{what}: control character in {value!r}")
 
 
 def _check_options(args: argparse.Namespace) -> None:

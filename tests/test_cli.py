@@ -1783,16 +1783,82 @@ def test_control_characters_in_a_recipient_file_are_refused(
     assert result.stderr == f"anysmtp: {expected}\n"
 
 
-@pytest.mark.parametrize("newline", ["\r\n", "\n"], ids=["crlf", "lf"])
-def test_attachment_name_with_a_line_break_is_refused(
-    tmp_path: Path, newline: str
+@pytest.mark.parametrize(
+    "control",
+    ["\r\n", "\n", "\x1b", "\x7f", "\x08"],
+    ids=["crlf", "lf", "esc", "del", "backspace"],
+)
+def test_attachment_name_with_a_control_character_is_refused(
+    tmp_path: Path, control: str
 ) -> None:
-    path = tmp_path / f'a"{newline}Bcc: evil@x.example{newline}.txt'
-    path.write_bytes(b"data\n")
+    name = f'a"{control}Bcc: evil@x.example{control}.txt'
+    path = str(tmp_path / name)
+    Path(path).write_bytes(b"data\n")
     result = refused_before_sending(
-        "--from", "a@example.com", "--to", "b@example.com", "--attach", str(path)
+        "--from", "a@example.com", "--to", "b@example.com", "--attach", path
     )
     assert result.stderr == (
-        f"anysmtp: --attach: {str(path)!r}: Header values may not contain "
-        "linefeed or carriage return characters\n"
+        f"anysmtp: --attach: file name: control character in {name!r}\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["--subject", "hi\r\nBcc: evil@x.example"],
+            "--subject: control character in 'hi\\r\\nBcc: evil@x.example'",
+            id="subject-crlf",
+        ),
+        pytest.param(
+            ["--subject", "\x1b[31mred"],
+            "--subject: control character in '\\x1b[31mred'",
+            id="subject-esc",
+        ),
+        pytest.param(
+            ["--header", "X-Note: a\x01b"],
+            "--header: control character in 'X-Note: a\\x01b'",
+            id="header-soh",
+        ),
+        pytest.param(
+            ["--header", "X-Note: a\nBcc: evil@x.example"],
+            "--header: control character in 'X-Note: a\\nBcc: evil@x.example'",
+            id="header-lf",
+        ),
+        pytest.param(
+            ["--header", "X-Note: a\x7f"],
+            "--header: control character in 'X-Note: a\\x7f'",
+            id="header-del",
+        ),
+    ],
+)
+def test_control_characters_in_header_text_are_refused(
+    args: list[str], expected: str
+) -> None:
+    result = refused_before_sending(
+        "--from", "a@example.com", "--to", "b@example.com", *args, "--body", "hi"
+    )
+    assert result.stderr == f"anysmtp: {expected}\n"
+
+
+def test_a_tab_in_header_text_is_kept(smtpd: AiosmtpdServer) -> None:
+    # Tab is white space in a header (RFC 5322), not a control to refuse.
+    result = run_cli(
+        "send",
+        "--server",
+        server_arg(smtpd),
+        "--from",
+        "a@example.com",
+        "--to",
+        "b@example.com",
+        "--subject",
+        "a\tb",
+        "--header",
+        "X-Note: c\td",
+        "--body",
+        "hi",
+    )
+    assert result.status == 0, result
+    [received] = smtpd.messages
+    assert b"\r\nSubject: a\tb\r\n" in received.data
+    assert b"\r\nX-Note: c\td\r\n" in received.data
