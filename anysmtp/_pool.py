@@ -26,6 +26,7 @@ import math
 import os
 import random
 import ssl
+import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -37,7 +38,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final, Literal, NoReturn, TypeAlias, TypedDict, Unpack
+from typing import Any, Final, Literal, NoReturn, TypeAlias, TypedDict, Unpack
 
 import anyio
 import anyio.lowlevel
@@ -378,6 +379,23 @@ def _unwound(exc: Exception) -> Exception:
     return exc
 
 
+def _still_runs(token: anyio.lowlevel.EventLoopToken) -> bool:
+    """Whether the event loop of ``token`` is running (in another thread)."""
+    native: Any = token.native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        return native.is_running()
+    try:
+        # A trio token refuses (trio.RunFinishedError) once its run has ended.
+        native.run_sync_soon(_nothing_to_do)
+    except Exception:
+        return False
+    return True
+
+
+def _nothing_to_do() -> None:
+    """What :func:`_still_runs` asks a trio run to do."""
+
+
 def _detached(exc: Exception) -> Exception:
     """A copy of ``exc`` without its traceback, cause or context, for the pool
     to keep (the error itself goes on to its caller, traceback and all)."""
@@ -426,9 +444,10 @@ class AsyncSMTPPool:
 
     Use it as an async context manager (or call :meth:`aclose`).  A pool
     belongs to one event loop at a time: used from another one (a later
-    ``anyio.run``, ``asyncio.run`` or ``trio.run``) while none of its
-    connections is in use, it closes the idle connections of the previous
-    loop with QUIT and goes on in the new one.
+    ``anyio.run``, ``asyncio.run`` or ``trio.run``) once the previous loop
+    has stopped, it closes that loop's idle connections with QUIT and goes on
+    in the new one; used from another loop while the previous one still runs,
+    it raises :exc:`RuntimeError`.
 
     :param hostname: the server (default ``localhost``).
     :param port: the server's port (default 465 with ``use_tls``, 587 with
@@ -454,10 +473,11 @@ class AsyncSMTPPool:
         timeout, a connection closed before the greeting) before the pool
         stops trying for each request: from then on, asking for a new
         connection raises :exc:`SMTPServerUnreachableError` at once, except
-        for one attempt at a time, the first after ``reconnect_backoff``
-        seconds, then ever less often (at most a minute apart), until one
-        succeeds.  ``None`` tries for every request, however long the server
-        has been unreachable.
+        for one attempt at a time, the first at once, the next
+        ``reconnect_backoff`` seconds later, then ever less often (doubling,
+        at most a minute apart), until one reaches the server.  ``None``
+        tries for every request, however long the server has been
+        unreachable.
     :param options: the options of each connection, as for :class:`AsyncSMTP`
         (``timeout``, ``use_tls``, ``start_tls``, ``username``, ...).
     :raises ValueError: invalid sizes or conflicting connection options.
@@ -532,9 +552,14 @@ class AsyncSMTPPool:
         self._probing = False
         self._probe_at = -math.inf
         self._probes = 0
+        #: When a connection attempt last reached the server: a failed one
+        #: that began before does not make it unreachable.
+        self._reached_at = -math.inf
         #: The event loop the limiter, the events and the clock readings
-        #: belong to (``None`` before the first use).
+        #: belong to (``None`` before the first use), and its clock's distance
+        #: from :func:`time.monotonic`.
         self._loop_token: anyio.lowlevel.EventLoopToken | None = None
+        self._clock_offset = 0.0
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._connections)} open"
@@ -596,7 +621,8 @@ class AsyncSMTPPool:
             :meth:`AsyncSMTP.connect`).
         :raises SMTPConnectError: the server's greeting was not 220.
         :raises RuntimeError: called inside ``connection()`` blocks that hold
-            every connection the pool may open (it would wait for ever).
+            every connection the pool may open (it would wait for ever), or
+            while another event loop that used the pool still runs.
         """
         conn = await self._acquire()
         try:
@@ -631,8 +657,8 @@ class AsyncSMTPPool:
         registered in that loop), which the caller closes.
 
         :returns: the idle connections of the previous loop.
-        :raises RuntimeError: a connection is in use in the other loop (or
-            being opened, or the pool being closed there).
+        :raises RuntimeError: the other loop still runs, or a connection is
+            in use there (or being opened, or the pool being closed there).
         """
         known = self._loop_token
         if known is not None and known.native_token is asyncio._get_running_loop():
@@ -641,28 +667,34 @@ class AsyncSMTPPool:
         token = anyio.lowlevel.current_token()
         if token == known:
             return []
+        clock_offset = anyio.current_time() - time.monotonic()
         if known is None:
             self._loop_token = token
+            self._clock_offset = clock_offset
             return []
         closing = self._close_done is not None and not self._close_done.is_set()
-        if self._busy or closing:
+        # A loop that still runs may have a task on its way to the limiter,
+        # which it must find where it was.
+        if self._busy or closing or _still_runs(known):
             raise RuntimeError(
-                "this pool is in use in another event loop: a pool belongs to "
-                "one event loop at a time"
+                "this pool is in use in another event loop that is still "
+                "running: a pool belongs to one event loop at a time"
             )
         self._loop_token = token
         self._limiter = None
         self._closing = None
         self._drained = None
         self._close_done = None  # a finished close: nothing to wait for
-        self._pause_until = -math.inf
+        # The times read from the previous loop's clock (the 421 pause, the
+        # time unreachable...), on this one's.
+        shift = clock_offset - self._clock_offset
+        self._clock_offset = clock_offset
+        self._pause_until += shift
+        self._shrunk_at += shift
+        self._reached_at += shift
+        self._probe_at += shift
         if self._unreachable_since is not None:
-            self._unreachable_since = anyio.current_time()
-        self._probe_at = -math.inf
-        # A pool shrunk by 421s grows back on the new clock.
-        self._shrunk_at = (
-            anyio.current_time() if self._limit < self.max_size else -math.inf
-        )
+            self._unreachable_since += shift
         stale, self._idle = self._idle, []
         self._connections.difference_update(stale)
         return stale
@@ -775,8 +807,10 @@ class AsyncSMTPPool:
         probing = self._check_reachable()
         client = self._new_client()
         started = anyio.current_time()
+        greeted = False
         try:
             greeting = await client.connect()
+            greeted = True
             if greeting.code != 220:
                 raise SMTPConnectError(greeting.code, greeting.message)
             await self._hello(client)
@@ -785,12 +819,12 @@ class AsyncSMTPPool:
             if isinstance(exc, SMTPResponseException) and exc.smtp_code == 421:
                 self._server_busy(None)
             if isinstance(exc, Exception):
-                self._attempt_failed(started, exc)
+                self._attempt_failed(started, exc, greeted)
             raise
         finally:
             if probing:
                 self._probing = False
-        self._unreachable_since = None
+        self._reachable()
         self._busy_streak = 0
         self._opened += 1
         conn = _Connection(
@@ -826,7 +860,9 @@ class AsyncSMTPPool:
                 f"the server has been unreachable for {now - since:.0f} seconds; "
                 "the pool tries again later"
                 + (f" (last error: {failure})" if failure is not None else "")
-            ) from failure
+                # Each its own copy: a caller may raise it again, which would give
+                # the pool's a traceback.
+            ) from (_detached(failure) if failure is not None else None)
         self._probing = True
         self._probe_at = now + min(
             MAX_RECONNECT_BACKOFF, self.reconnect_backoff * 2**self._probes
@@ -834,13 +870,23 @@ class AsyncSMTPPool:
         self._probes += 1
         return True
 
-    def _attempt_failed(self, started: float, exc: Exception) -> None:
+    def _reachable(self) -> None:
+        """A connection attempt reached the server (it answered)."""
+        self._unreachable_since = None
+        self._reached_at = anyio.current_time()
+
+    def _attempt_failed(self, started: float, exc: Exception, greeted: bool) -> None:
         """Note a failed connection attempt that began at ``started``: a
-        failure to reach the server extends the time it has been unreachable,
-        anything else (a refusal, TLS) shows it reachable."""
-        if not _is_retryable_failure(exc):
-            self._unreachable_since = None
+        failure to reach the server extends the time it has been unreachable;
+        a greeting, a refusal or a TLS error shows it reachable.
+
+        :param greeted: the server's greeting had arrived.
+        """
+        if greeted or not _is_retryable_failure(exc):
+            self._reachable()
             return
+        if started < self._reached_at:
+            return  # another attempt reached the server after this one began
         if self._unreachable_since is None:
             self._unreachable_since = started
             self._probes = 0
@@ -1080,8 +1126,8 @@ class AsyncSMTPPool:
         while True:
             try:
                 conn = await self._acquire()
-            except (SMTPPoolClosedError, SMTPServerUnreachableError):
-                raise
+            except (RuntimeError, SMTPServerUnreachableError):
+                raise  # no try: the pool is closed or refused it at once
             except BaseException:
                 tries.count += 1  # a failed connection attempt is a try
                 raise

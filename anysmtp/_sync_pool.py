@@ -188,6 +188,8 @@ class SMTPPool:
         pool.
 
         :raises SMTPPoolClosedError: the pool is closed.
+        :raises SMTPServerUnreachableError: every connection attempt has failed
+            for longer than ``unreachable_timeout``.
         :raises OSError: connecting failed.
         :raises SMTPConnectError: the server's greeting was not 220.
         """

@@ -1033,8 +1033,12 @@ async def test_a_server_unreachable_for_too_long_fails_the_rest_at_once() -> Non
     assert all(
         isinstance(each.error, anysmtp.SMTPServerUnreachableError) for each in results
     )
-    # It says why, and keeps the last attempt's error as its cause.
+    # It says why, and keeps the last attempt's error as its cause: each
+    # error its own copy, without a traceback.
     assert "unreachable" in str(caught.value)
+    assert results[1].error is not None
+    assert results[2].error is not None
+    assert results[1].error.__cause__ is not results[2].error.__cause__
     cause = caught.value.__cause__
     assert isinstance(cause, anysmtp.SMTPServerDisconnected)
     assert "Connection unexpectedly closed" in str(cause)
@@ -1063,15 +1067,76 @@ async def test_a_paced_attempt_finds_the_server_back() -> None:
     assert server.connections == 3
 
 
-async def test_a_server_that_answers_is_never_failed_at_once() -> None:
-    # A 554 greeting is a server that answers: no fast failures, however long.
-    mailer = Mailer(greeting=b"554 5.3.2 not now")
-    with ConcurrentServer(mailer) as server:
+def greet_then_close(conn: ScriptedConnection, index: int) -> None:
+    conn.send(b"220 test ESMTP" + CRLF)
+    conn.read_line()
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [
+        pytest.param(
+            Mailer(greeting=b"554 5.3.2 not now"), anysmtp.SMTPConnectError, id="554"
+        ),
+        pytest.param(
+            greet_then_close, anysmtp.SMTPServerDisconnected, id="closed-after-220"
+        ),
+    ],
+)
+async def test_a_server_that_answers_is_never_failed_at_once(
+    handler: Callable[[ScriptedConnection, int], None], error: type[Exception]
+) -> None:
+    # A server that greets is reachable, whatever it does then: every send
+    # tries, however long it goes on.
+    with ConcurrentServer(handler) as server:
         async with pool_for(server, unreachable_timeout=0) as pool:
             for _ in range(3):
-                with pytest.raises(anysmtp.SMTPConnectError):
+                with pytest.raises(error) as caught:
                     await pool.send(message("m"))
+                assert not isinstance(caught.value, anysmtp.SMTPServerUnreachableError)
     assert server.connections == 3
+
+
+class StallFirst:
+    """Holds its first connection without a greeting until ``release`` is
+    set, then closes it; serves the others with ``mailer``."""
+
+    def __init__(self, mailer: Mailer) -> None:
+        self.mailer = mailer
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, conn: ScriptedConnection, index: int) -> None:
+        if index == 0:
+            self.holding.set()
+            assert self.release.wait(TIMEOUT)
+        else:
+            self.mailer(conn, index)
+
+
+async def test_an_attempt_that_began_before_a_success_does_not_count() -> None:
+    mailer = Mailer()
+    handler = StallFirst(mailer)
+    with ConcurrentServer(handler) as server:
+        async with pool_for(server, max_size=4, unreachable_timeout=0) as pool:
+
+            async def stalled() -> None:
+                with pytest.raises(anysmtp.SMTPServerDisconnected):
+                    await pool.send(message("stalled"))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(stalled)
+                assert await anyio.to_thread.run_sync(handler.holding.wait, TIMEOUT)
+                # While the first attempt waits, another reaches the server;
+                # then the first fails.
+                assert await pool.send(message("m1")) == ({}, "2.0.0 queued")
+                handler.release.set()
+            async with pool.connection(), anyio.create_task_group() as group:
+                # Both need a new connection: neither may fail at once.
+                group.start_soon(pool.send, message("m2"))
+                group.start_soon(pool.send, message("m3"))
+    assert sorted(mailer.delivered()) == ["m1", "m2", "m3"]
+    assert server.connections == 4
 
 
 def test_the_sync_pool_fails_an_unreachable_server_at_once() -> None:
@@ -2232,15 +2297,40 @@ def test_a_pool_moves_to_the_event_loop_that_uses_it_next(
     assert pool.connections_opened == 2
 
 
+def test_a_421_pause_carries_over_to_the_next_event_loop() -> None:
+    mailer = Mailer(greeting=b"421 4.7.0 too busy")
+
+    async def refused() -> None:
+        with pytest.raises(anysmtp.SMTPConnectError):
+            await pool.send(message("refused"))
+
+    async def paused() -> None:
+        # Still in the pause: no connection is opened before it ends.
+        with anyio.move_on_after(0.3) as scope:
+            await pool.send(message("paused"))
+        assert scope.cancelled_caught
+
+    with ConcurrentServer(mailer) as server:
+        pool = pool_for(server, reconnect_backoff=TIMEOUT * 10)
+        run_in(("asyncio", {}), refused)
+        run_in(("trio", {}), paused)
+        run_in(("asyncio", {}), pool.aclose)
+    assert server.connections == 1
+
+
 def test_a_pool_in_use_in_one_event_loop_refuses_another() -> None:
     mailer = Mailer()
     lent, give_back = threading.Event(), threading.Event()
+    given_back, finish = threading.Event(), threading.Event()
 
     async def hold_a_connection() -> None:
         async with pool.connection() as smtp:
             await smtp.noop()
             lent.set()
             await anyio.to_thread.run_sync(give_back.wait, TIMEOUT)
+        given_back.set()
+        # The loop still runs, with nothing lent.
+        await anyio.to_thread.run_sync(finish.wait, TIMEOUT)
 
     async def send_here() -> None:
         with pytest.raises(RuntimeError, match="in use in another event loop"):
@@ -2253,8 +2343,12 @@ def test_a_pool_in_use_in_one_event_loop_refuses_another() -> None:
         try:
             assert lent.wait(TIMEOUT)
             run_in(("asyncio", {}), send_here)
+            give_back.set()
+            assert given_back.wait(TIMEOUT)
+            run_in(("asyncio", {}), send_here)
         finally:
             give_back.set()
+            finish.set()
             holder.join(TIMEOUT)
         # Once the other loop is done with it, this one may have it.
         run_in(("asyncio", {}), lambda: pool.send(message("later")))
