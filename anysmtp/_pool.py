@@ -480,7 +480,8 @@ class AsyncSMTPPool:
         unreachable.
     :param options: the options of each connection, as for :class:`AsyncSMTP`
         (``timeout``, ``use_tls``, ``start_tls``, ``username``, ...).
-    :raises ValueError: invalid sizes or conflicting connection options.
+    :raises ValueError: invalid sizes, a negative ``unreachable_timeout`` or
+        conflicting connection options.
     """
 
     def __init__(
@@ -501,6 +502,11 @@ class AsyncSMTPPool:
             raise ValueError("max_size must be at least 1")
         if max_messages_per_connection is not None and max_messages_per_connection < 1:
             raise ValueError("max_messages_per_connection must be at least 1")
+        if unreachable_timeout is not None and not unreachable_timeout >= 0:
+            raise ValueError(
+                "unreachable_timeout must be a number of seconds (0 or more) or "
+                f"None, not {unreachable_timeout!r}"
+            )
         if health_check not in ("noop", "reconnect", None):
             raise ValueError(
                 "health_check must be 'noop', 'reconnect' or None, "
@@ -856,12 +862,12 @@ class AsyncSMTPPool:
             return False
         if self._probing or now < self._probe_at:
             failure = self._last_failure
+            # Each error gets its own copy as its cause: a caller may raise
+            # the cause again, which would give the pool's a traceback.
             raise SMTPServerUnreachableError(
                 f"the server has been unreachable for {now - since:.0f} seconds; "
                 "the pool tries again later"
                 + (f" (last error: {failure})" if failure is not None else "")
-                # Each its own copy: a caller may raise it again, which would give
-                # the pool's a traceback.
             ) from (_detached(failure) if failure is not None else None)
         self._probing = True
         self._probe_at = now + min(

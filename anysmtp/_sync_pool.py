@@ -77,7 +77,8 @@ class SMTPPool:
         instead of the process-wide one.
     :param options: the options of each connection, as for
         :class:`anysmtp.AsyncSMTP`.
-    :raises ValueError: invalid sizes or conflicting connection options.
+    :raises ValueError: invalid sizes, a negative ``unreachable_timeout`` or
+        conflicting connection options.
     """
 
     def __init__(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import math
 import os
 import re
 import socket
@@ -1367,6 +1368,11 @@ def test_pool_options_are_the_clients_options() -> None:
         anysmtp.AsyncSMTPPool("localhost", use_tls=True, start_tls=True)
     with pytest.raises(ValueError, match="max_size"):
         anysmtp.AsyncSMTPPool("localhost", max_size=0)
+    for wrong in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="unreachable_timeout"):
+            anysmtp.AsyncSMTPPool("localhost", unreachable_timeout=wrong)
+        with pytest.raises(ValueError, match="unreachable_timeout"):
+            anysmtp.SMTPPool("localhost", unreachable_timeout=wrong)
 
 
 # Cancellation and closing --------------------------------------------------------
