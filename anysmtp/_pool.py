@@ -53,6 +53,7 @@ from ._errors import (
     SMTPNoRecipientsError,
     SMTPRecipientsRefused,
     SMTPResponseException,
+    SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
@@ -178,6 +179,9 @@ class _Connection:
     uses: int = 0
     #: The server's LIMITS MAILMAX (RFC 9422), if it announced one.
     server_mail_limit: int | None = None
+    #: The server ended the session with a 421 to MAIL after earlier
+    #: messages: its cap on messages per session, not a busy server.
+    cap_reached: bool = False
     #: A new object for each loan (``None`` while idle): the limiter's token,
     #: and what :data:`_BORROWED` holds for a loan of :meth:`connection`.
     borrower: object = None
@@ -440,7 +444,10 @@ class AsyncSMTPPool:
     connections) shrinks the pool to the connections the server accepts and
     pauses new connections for ``reconnect_backoff`` seconds (doubling each
     time, at most a minute); the pool grows back by one connection every 30
-    seconds without a 421.
+    seconds without a 421.  A 421 to MAIL on a connection that carried
+    messages before is the server's cap on messages per session instead: the
+    message goes on at once on another connection, and once two sessions
+    ended after the same number of messages, connections retire at it.
 
     Use it as an async context manager (or call :meth:`aclose`).  A pool
     belongs to one event loop at a time: used from another one (a later
@@ -545,6 +552,10 @@ class AsyncSMTPPool:
         self._close_done: anyio.Event | None = None
         self._pause_until = -math.inf
         self._busy_streak = 0
+        #: How many messages the last session the server ended with a 421 to
+        #: MAIL had carried, and the cap learnt once two ended alike.
+        self._session_ended_after: int | None = None
+        self._learned_mail_limit: int | None = None
         self._shrunk_at = -math.inf
         #: Set by :meth:`aclose`: wakes tasks in the pause after a 421.
         self._closing: anyio.Event | None = None
@@ -929,6 +940,18 @@ class AsyncSMTPPool:
         self._pause_until = now + min(MAX_RECONNECT_BACKOFF, pause)
         self._shrunk_at = now
 
+    def _session_ended(self, conn: _Connection, carried: int) -> None:
+        """The server answered MAIL with 421 on a session that had carried
+        ``carried`` messages: its cap on messages per session (Exim's
+        ``smtp_accept_max_per_connection``, which Exim before 4.97 does not
+        announce as LIMITS MAILMAX), not a busy server, which would refuse
+        the next connection too.  Once two sessions ended after the same
+        number, connections retire at that number."""
+        conn.cap_reached = True
+        if carried == self._session_ended_after:
+            self._learned_mail_limit = carried
+        self._session_ended_after = carried
+
     def _maybe_grow(self) -> None:
         now = anyio.current_time()
         if (
@@ -944,7 +967,11 @@ class AsyncSMTPPool:
     def _mail_limit(self, conn: _Connection) -> float:
         limits = [
             limit
-            for limit in (self.max_messages_per_connection, conn.server_mail_limit)
+            for limit in (
+                self.max_messages_per_connection,
+                conn.server_mail_limit,
+                self._learned_mail_limit,
+            )
             if limit is not None
         ]
         return min(limits) if limits else math.inf
@@ -1142,6 +1169,11 @@ class AsyncSMTPPool:
             try:
                 return await self._transact(conn, envelope, recipients, shields)
             except Exception as exc:
+                if conn.cap_reached:
+                    # The message was not refused: it goes on at once on
+                    # another connection, within this try.  Each time retires
+                    # a connection that carried messages, so this ends.
+                    continue
                 if (
                     not _is_retryable_failure(exc)
                     or not reused
@@ -1162,6 +1194,8 @@ class AsyncSMTPPool:
         # Each final reply is a new object: still this one after a refusal
         # means DATA itself was refused.
         final_reply = client.last_data_response
+        # The MAIL commands this session carried before (closing resets it).
+        carried = client._mail_transactions
         try:
             with anyio.CancelScope(shield=shields is not None) as scope:
                 if shields is not None:
@@ -1183,7 +1217,10 @@ class AsyncSMTPPool:
                         # closes after a 421 to MAIL, RCPT or the message,
                         # not to DATA itself): never pool it again.
                         client.close()
-                        self._server_busy(conn)
+                        if carried and isinstance(exc, SMTPSenderRefused):
+                            self._session_ended(conn, carried)
+                        else:
+                            self._server_busy(conn)
                     elif (
                         isinstance(exc, SMTPDataError)
                         and client.last_data_response is final_reply

@@ -50,6 +50,8 @@ __all__ = [
     "ACCOUNT",
     "DOMAIN",
     "ENDPOINTS",
+    "EXIM_CAP",
+    "EXIM_CAPPED_SOURCE",
     "MAILBOXES",
     "PASSWORD",
     "REFUSED_SENDER",
@@ -103,6 +105,11 @@ MAILBOXES: Final = {
     f"carol@{DOMAIN}": "carol",
     f"zoë@{DOMAIN}": "zoe",
 }
+#: Exim takes at most :data:`EXIM_CAP` messages per connection from this
+#: loopback address (``smtp_accept_max_per_connection``; 1000 from the others),
+#: and answers the next MAIL with 421.
+EXIM_CAPPED_SOURCE: Final = "127.0.0.2"
+EXIM_CAP: Final = 3
 #: MAIL FROM with this address is refused (Postfix: 554 5.7.1, Exim: 550).
 REFUSED_SENDER: Final = f"refused-sender@{DOMAIN}"
 #: A recipient that no server knows: refused at RCPT.
@@ -807,6 +814,9 @@ rfc1413_hosts =
 keep_environment =
 never_users = root
 smtp_banner = $smtp_active_hostname ESMTP interop Exim $version_number
+# Exim before 4.97 does not announce this cap (as LIMITS MAILMAX).
+smtp_accept_max_per_connection = \
+  ${if eq{$sender_host_address}{@capped_source@}{@cap@}{1000}}
 # On the <= lines: "L" not followed by "-" when the client pipelined, "K" when
 # it used CHUNKING.
 # H=[127.0.0.1]:port: the tests find their own session by the client's port.
@@ -909,6 +919,8 @@ class _Exim:
                 cert_file=self.tls.cert_file,
                 key_file=self.tls.key_file,
                 refused_sender=REFUSED_SENDER,
+                capped_source=EXIM_CAPPED_SOURCE,
+                cap=EXIM_CAP,
                 exim_user=EXIM_USER,
                 account=ACCOUNT,
                 password=PASSWORD,

@@ -116,6 +116,9 @@ class Mailer:
 
     :param hold: called (in the server thread) before each final reply; it may
         block, to hold the reply back.
+    :param caps: the most MAIL commands each connection takes, by connection
+        index (``None``: no cap); the next one gets 421 and the connection
+        closes, as Exim's ``smtp_accept_max_per_connection`` does.
     """
 
     def __init__(
@@ -124,11 +127,13 @@ class Mailer:
         extensions: tuple[bytes, ...] = (b"PIPELINING", b"8BITMIME"),
         greeting: bytes = b"220 test ESMTP",
         hold: Callable[[Seen], None] | None = None,
+        caps: Callable[[int], int | None] = lambda index: None,
     ) -> None:
         self.plans = deque(plans)
         self.extensions = extensions
         self.greeting = greeting
         self.hold = hold
+        self.caps = caps
         self.seen: list[Seen] = []
         #: The verbs received on each connection, in order.
         self.commands: dict[int, list[str]] = {}
@@ -156,6 +161,8 @@ class Mailer:
         plan = Plan()
         current: Seen | None = None
         received = self.commands.setdefault(index, [])
+        cap = self.caps(index)
+        mails = 0
         while line := conn.read_line():
             verb, _, argument = line.rstrip(CRLF).partition(b" ")
             verb = verb.upper()
@@ -169,7 +176,10 @@ class Mailer:
                 reply = b"250 test"
             elif verb == b"MAIL" and current is not None:
                 reply = b"503 5.5.1 nested MAIL command"
+            elif verb == b"MAIL" and cap is not None and mails >= cap:
+                reply = b"421 4.7.0 too many messages in this connection"
             elif verb == b"MAIL":
+                mails += 1
                 plan = self._plan()
                 current = Seen(index, _address(argument))
                 with self._lock:
@@ -756,6 +766,74 @@ async def test_421_in_a_session_reconnects_and_retries_the_message() -> None:
     assert [result.attempts for result in results] == [1, 2, 1]
     assert server.connections == 2
     assert mailer.delivered() == ["m0", "m1", "m2"]
+
+
+def session(messages: int, end: str) -> list[str]:
+    """The verbs of a pipelined session that carried ``messages`` messages and
+    ended with ``end`` (QUIT, or a MAIL the server refused with 421)."""
+    return ["EHLO", *["MAIL", "RCPT", "DATA"] * messages, end]
+
+
+async def test_a_cap_on_messages_per_session_is_learnt_and_never_pauses() -> None:
+    # Exim's smtp_accept_max_per_connection (1000 by default) answers the next
+    # MAIL with 421 and closes; Exim before 4.97 does not announce it as
+    # LIMITS MAILMAX.  Pausing and shrinking the pool at each would cut
+    # throughput to one connection for good.
+    mailer = Mailer(caps=lambda index: 3)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        # A pause after a 421 would outlast the test.
+        async with pool_for(server, max_size=2, reconnect_backoff=3600) as pool:
+            with anyio.fail_after(TIMEOUT):
+                results = await pool.send_many(
+                    [message(f"m{index}") for index in range(12)],
+                    concurrency=1,
+                    backoff=no_backoff,
+                )
+            assert pool.effective_max_size == 2
+    assert [result.status for result in results] == ["sent"] * 12
+    # The messages the two 421s met went on at once, within the same try.
+    attempts = [result.attempts for result in results]
+    assert attempts == [1, 1, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1]
+    # Two sessions ended after three messages: from then on each retires with
+    # QUIT after three.
+    assert mailer.sessions() == [
+        session(3, "MAIL"),
+        session(3, "MAIL"),
+        session(3, "QUIT"),
+        session(3, "QUIT"),
+    ]
+    assert mailer.delivered() == [f"m{index}" for index in range(12)]
+
+
+async def test_sessions_ended_after_different_counts_teach_no_cap() -> None:
+    caps = {0: 2, 1: 3}
+    mailer = Mailer(caps=caps.get)
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_size=1) as pool:
+            results = await pool.send_many(
+                [message(f"m{index}") for index in range(12)],
+                concurrency=1,
+                backoff=no_backoff,
+            )
+    assert [result.status for result in results] == ["sent"] * 12
+    assert mailer.sessions() == [
+        session(2, "MAIL"),
+        session(3, "MAIL"),
+        session(7, "QUIT"),
+    ]
+    assert mailer.delivered() == [f"m{index}" for index in range(12)]
+
+
+async def test_a_421_to_the_first_mail_of_a_session_still_shrinks_the_pool() -> None:
+    # Nothing says this is a cap per session: the server is busy.
+    mailer = Mailer(Plan(mail=b"421 4.3.2 system overloaded, closing"))
+    with ConcurrentServer(mailer) as server, no_leaked_sockets(server.port):
+        async with pool_for(server, max_size=3) as pool:
+            results = await pool.send_many([message("m0")], backoff=no_backoff)
+            assert pool.effective_max_size == 1
+    assert [(result.status, result.attempts) for result in results] == [("sent", 2)]
+    assert mailer.sessions() == [["EHLO", "MAIL"], session(1, "QUIT")]
+    assert mailer.delivered() == ["m0"]
 
 
 # Retry rules ----------------------------------------------------------------------
